@@ -1,0 +1,180 @@
+"""The bundle: one folder with everything serving needs, and its manifest.
+
+Layout (names fixed by :data:`FILES`)::
+
+    manifest.json                  format version, models, dimensions, index types, counts, checksums
+    catalog.parquet                item_id, title, image bytes, metadata columns
+    thumbnail_encoder.safetensors  autoencoder weights (+ thumbnail_encoder.json, its architecture)
+    image_vectors.npy / text_vectors.npy   raw unit vectors, row i = catalog row i
+    image.faiss / text.faiss       FAISS indexes over those vectors
+
+A bundle lives in a local folder or a Hugging Face Hub model repo (pulled with
+``snapshot_download``, pushed with ``upload_folder``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+
+from .errors import BundleError
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+FILES = {
+    "catalog": "catalog.parquet",
+    "encoder_weights": "thumbnail_encoder.safetensors",
+    "encoder_config": "thumbnail_encoder.json",
+    "image_vectors": "image_vectors.npy",
+    "text_vectors": "text_vectors.npy",
+    "image_index": "image.faiss",
+    "text_index": "text.faiss",
+}
+DEFAULT_BUNDLE_DIR = Path("bundle")
+_REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_manifest(folder: Path, manifest: dict) -> dict:
+    """Add format version and checksums of every bundle file, then write ``manifest.json``."""
+    folder = Path(folder)
+    manifest = {"format_version": FORMAT_VERSION, **manifest}
+    manifest["files"] = {name: sha256_of(folder / name) for name in FILES.values()}
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False, default=_jsonable))
+    return manifest
+
+
+def _jsonable(value: object) -> object:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def read_manifest(folder: Path, verify: bool = True) -> dict:
+    """Read and check a bundle's manifest: version, presence and (with ``verify``) checksums of all files."""
+    folder = Path(folder)
+    path = folder / MANIFEST
+    if not path.is_file():
+        raise BundleError(f"{folder} is not a bundle: {MANIFEST} is missing. Build one with `python -m train build`.")
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise BundleError(f"{path} is not valid JSON ({error}). Rebuild the bundle.") from None
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        raise BundleError(f"{path} has format version {version}; this code reads version {FORMAT_VERSION}. "
+                          "Rebuild the bundle with this version.")
+    for name in FILES.values():
+        file = folder / name
+        if not file.is_file():
+            raise BundleError(f"Bundle file {file} is missing. Rebuild the bundle with `python -m train build`.")
+        expected = manifest.get("files", {}).get(name)
+        if verify and expected and sha256_of(file) != expected:
+            raise BundleError(f"Bundle file {file} is corrupted: its checksum does not match {MANIFEST}. "
+                              "Download or rebuild the bundle again.")
+    return manifest
+
+
+def load_vectors(path: Path, expected_count: int) -> np.ndarray:
+    """Load a ``.npy`` matrix without pickles and check it has one row per catalog item."""
+    try:
+        vectors = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as error:
+        raise BundleError(f"Vector file {path} cannot be read ({error}). Rebuild the bundle.") from None
+    if vectors.ndim != 2 or vectors.shape[0] != expected_count or vectors.dtype != np.float32:
+        raise BundleError(f"Vector file {path} holds {vectors.shape} {vectors.dtype}, expected "
+                          f"({expected_count}, dim) float32 for this catalog. Rebuild the bundle.")
+    return vectors
+
+
+def is_repo_id(source: str | Path) -> bool:
+    """``owner/name`` that is not an existing local path."""
+    return not Path(source).exists() and bool(_REPO_ID.match(str(source)))
+
+
+def resolve_bundle(source: str | Path, revision: str | None = None, cache_dir: str | Path | None = None) -> Path:
+    """A local folder as is, or a Hub model repo id downloaded (or found in the local cache)."""
+    if Path(source).is_dir():
+        return Path(source)
+    if not is_repo_id(source):
+        raise BundleError(f"Bundle {source} is neither a local folder nor a Hub repo id (owner/name).")
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    try:
+        return Path(snapshot_download(repo_id=str(source), revision=revision, repo_type="model", cache_dir=cache_dir))
+    except RepositoryNotFoundError:
+        raise BundleError(f"Hub repo {source} does not exist or is private (log in with `hf auth login`).") from None
+    except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as error:
+        raise BundleError(f"Could not download bundle {source}@{revision or 'main'}: {error}") from None
+
+
+def model_card(manifest: dict, repo_id: str) -> str:
+    """README.md for the Hub repo: what is inside, how to load it, and its evaluation summary."""
+    text_model = manifest.get("text_model", {})
+    source = manifest.get("source", {})
+    lines = [
+        "---",
+        "library_name: faiss",
+        "tags: [video-recommendation, autoencoder, sentence-transformers, faiss]",
+        f"datasets: [{source.get('dataset', '')}]" if "/" in str(source.get("dataset", "")) else "datasets: []",
+        f"base_model: {text_model.get('name', '')}" if "/" in str(text_model.get("name", "")) else "",
+        "---",
+        "",
+        f"# {repo_id}",
+        "",
+        "A recommendation bundle for the content-based video recommender: a catalog of "
+        f"{manifest.get('count', '?')} videos, a thumbnail encoder (denoising autoencoder trained from "
+        "scratch on this catalog), title and thumbnail vectors, and their FAISS indexes.",
+        "",
+        "| part | value |",
+        "|---|---|",
+        f"| source dataset | `{source.get('dataset')}` |",
+        f"| text model | `{text_model.get('name')}` (dim {text_model.get('dimension')}) |",
+        f"| image encoder | {manifest.get('image_encoder', {}).get('architecture')} "
+        f"(dim {manifest.get('image_encoder', {}).get('dimension')}, "
+        f"{manifest.get('image_encoder', {}).get('parameters', 0):,} parameters) |",
+        f"| indexes | text: {manifest.get('indexes', {}).get('text', {}).get('type')}, "
+        f"image: {manifest.get('indexes', {}).get('image', {}).get('type')} |",
+        f"| hybrid weight alpha | {manifest.get('fusion', {}).get('alpha')} |",
+        "",
+        "## Use",
+        "",
+        "```python",
+        "from recommender import Recommender",
+        "",
+        f'recommender = Recommender.load("{repo_id}")',
+        'print(recommender.recommend(title="how to make a paper plane", mode="hybrid", k=5))',
+        "```",
+    ]
+    evaluation = manifest.get("evaluation")
+    if evaluation and evaluation.get("summary"):
+        lines += ["", "## Evaluation", "", evaluation["summary"]]
+    return "\n".join(lines) + "\n"
+
+
+def push_bundle(folder: Path, repo_id: str, private: bool = False, token: str | None = None,
+                revision: str | None = None) -> str:
+    """Upload a bundle to a Hub model repo with a generated model card; returns the commit URL."""
+    from huggingface_hub import HfApi
+
+    manifest = read_manifest(folder, verify=True)
+    (Path(folder) / "README.md").write_text(model_card(manifest, repo_id))
+    api = HfApi(token=token)
+    api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
+    commit = api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="model", revision=revision,
+                               commit_message=f"Upload recommendation bundle ({manifest.get('count')} items)")
+    return str(commit)

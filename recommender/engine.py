@@ -1,0 +1,228 @@
+"""The :class:`Recommender`: loads a bundle and answers queries by image, title or catalog item."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from .bundle import DEFAULT_BUNDLE_DIR, FILES, load_vectors, read_manifest, resolve_bundle
+from .catalog import Catalog
+from .errors import BundleError, InvalidQueryError
+from .fusion import DEFAULT_ALPHA, FUSION_METHODS, fuse
+from .images import ImageInput
+from .index import describe_index, load_index
+from .thumbnails import ThumbnailEncoder
+from .titles import TitleEncoder, clean_title
+
+logger = logging.getLogger(__name__)
+
+MODES = ("image", "text", "hybrid")
+MAX_K = 100
+#: Hybrid mode re-scores the top ``CANDIDATE_FACTOR * k`` (at least ``MIN_CANDIDATES``) of each index.
+CANDIDATE_FACTOR = 10
+MIN_CANDIDATES = 100
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """One recommended video. ``image_score`` / ``text_score`` are cosine similarities to the query
+    (``None`` when the query has no such modality); ``score`` is what the ranking used."""
+
+    rank: int
+    item_id: str
+    title: str
+    score: float
+    image_score: float | None
+    text_score: float | None
+    metadata: dict = field(default_factory=dict)
+    row: int = -1
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Recommendations(list):
+    """A ranked ``list[Recommendation]`` that also says which mode actually ran and why."""
+
+    def __init__(self, items: list[Recommendation], mode: str, notes: list[str]):
+        super().__init__(items)
+        self.mode = mode
+        self.notes = notes
+
+
+@dataclass(frozen=True)
+class _Query:
+    image_vector: np.ndarray | None
+    text_vector: np.ndarray | None
+    exclude_row: int | None
+
+
+class Recommender:
+    """Everything needed to answer queries, loaded once per process; safe to call from many threads."""
+
+    def __init__(self, catalog: Catalog, thumbnail_encoder: ThumbnailEncoder, title_encoder: TitleEncoder,
+                 image_vectors: np.ndarray, text_vectors: np.ndarray, image_index: faiss.Index,
+                 text_index: faiss.Index, manifest: dict | None = None):
+        count = len(catalog)
+        for name, array in (("image vectors", image_vectors), ("text vectors", text_vectors)):
+            if array.shape[0] != count:
+                raise BundleError(f"{name} have {array.shape[0]} rows but the catalog has {count} items.")
+        if image_vectors.shape[1] != thumbnail_encoder.dimension:
+            raise BundleError(f"Image vectors have dimension {image_vectors.shape[1]} but the thumbnail encoder "
+                              f"produces {thumbnail_encoder.dimension}. Rebuild the bundle.")
+        if text_vectors.shape[1] != title_encoder.dimension:
+            raise BundleError(
+                f"Text model {title_encoder.model_name_or_path!r} produces {title_encoder.dimension}-d vectors but "
+                f"the bundle's {FILES['text_vectors']} is {text_vectors.shape[1]}-d: use the model the bundle was "
+                "built with (see manifest.json) or rebuild the bundle with this model."
+            )
+        self.catalog = catalog
+        self.thumbnail_encoder = thumbnail_encoder
+        self.title_encoder = title_encoder
+        self.image_vectors = image_vectors
+        self.text_vectors = text_vectors
+        self.image_index = image_index
+        self.text_index = text_index
+        self.manifest = manifest or {}
+        self.default_alpha = float(self.manifest.get("fusion", {}).get("alpha", DEFAULT_ALPHA))
+
+    @classmethod
+    def load(cls, source: str | Path = DEFAULT_BUNDLE_DIR, revision: str | None = None,
+             text_model: str | None = None, verify: bool = True) -> "Recommender":
+        """Load a bundle from a local folder or a Hub repo id (+ ``revision``).
+
+        ``text_model`` overrides the manifest's model (e.g. a local copy for offline use); it
+        must produce vectors of the bundle's dimension.
+        """
+        folder = resolve_bundle(source, revision)
+        manifest = read_manifest(folder, verify=verify)
+        catalog = Catalog.load(folder / FILES["catalog"])
+        count = len(catalog)
+        if manifest.get("count") not in (None, count):
+            raise BundleError(f"{folder / FILES['catalog']} has {count} items but {folder / 'manifest.json'} "
+                              f"says {manifest['count']}. Rebuild the bundle.")
+        thumbnail_encoder = ThumbnailEncoder.load(folder / FILES["encoder_weights"], folder / FILES["encoder_config"])
+        text_info = manifest.get("text_model", {})
+        model = text_model or text_info.get("name")
+        if not model:
+            raise BundleError(f"{folder / 'manifest.json'} names no text model; pass text_model=.")
+        same_model = text_model is None or text_model == text_info.get("name")
+        title_encoder = TitleEncoder(model, revision=text_info.get("revision") if same_model else None,
+                                     prefix=text_info.get("prefix") if same_model else None)
+        image_vectors = load_vectors(folder / FILES["image_vectors"], count)
+        text_vectors = load_vectors(folder / FILES["text_vectors"], count)
+        image_index = load_index(folder / FILES["image_index"], count, image_vectors.shape[1])
+        text_index = load_index(folder / FILES["text_index"], count, text_vectors.shape[1])
+        logger.info("Loaded bundle %s: %d items", folder, count)
+        return cls(catalog, thumbnail_encoder, title_encoder, image_vectors, text_vectors, image_index,
+                   text_index, manifest)
+
+    def __len__(self) -> int:
+        return len(self.catalog)
+
+    def info(self) -> dict:
+        """What is loaded, for startup banners and the API."""
+        return {
+            "items": len(self.catalog),
+            "text_model": self.title_encoder.model_name_or_path,
+            "text_dimension": self.title_encoder.dimension,
+            "image_encoder": self.thumbnail_encoder.config.architecture,
+            "image_dimension": self.thumbnail_encoder.dimension,
+            "image_index": describe_index(self.image_index),
+            "text_index": describe_index(self.text_index),
+            "default_alpha": self.default_alpha,
+            "source": self.manifest.get("source", {}).get("dataset"),
+        }
+
+    def encode_title(self, title: str) -> np.ndarray:
+        return self.title_encoder.encode([clean_title(title)])
+
+    def encode_image(self, image: ImageInput) -> np.ndarray:
+        return self.thumbnail_encoder.embed_arrays(self.thumbnail_encoder.prepare(image)[None])
+
+    def recommend(self, image: ImageInput | None = None, title: str | None = None, item_id: str | int | None = None,
+                  mode: str = "hybrid", k: int = 8, alpha: float | None = None,
+                  fusion: str = "weighted") -> Recommendations:
+        """Rank catalog items for a query given as an image, a title, both, or a catalog item.
+
+        A catalog item is queried with its stored vectors and never recommends itself. In hybrid
+        mode ``alpha`` weighs text against image (default: the bundle's tuned value); with only one
+        of the two inputs, hybrid falls back to that modality and says so in ``.notes``.
+        """
+        mode, k, alpha = self._check_parameters(mode, k, alpha, fusion)
+        query = self._build_query(image, title, item_id, mode)
+        notes: list[str] = []
+        if mode == "hybrid" and (query.image_vector is None or query.text_vector is None):
+            mode = "image" if query.image_vector is not None else "text"
+            notes.append(f"Hybrid needs both a thumbnail and a title; only a {'thumbnail' if mode == 'image' else 'title'} "
+                         f"was given, so this is {mode} mode.")
+        if mode == "hybrid":
+            rows, scores = self._hybrid_candidates(query, k, alpha, fusion)
+        else:
+            rows, scores = self._single_mode(query, mode, k)
+        return Recommendations(self._describe(rows, scores, query), mode, notes)
+
+    def _check_parameters(self, mode: str, k: object, alpha: object, fusion: str) -> tuple[str, int, float]:
+        if mode not in MODES:
+            raise InvalidQueryError(f"Unknown mode {mode!r}; choose one of {', '.join(MODES)}.")
+        if fusion not in FUSION_METHODS:
+            raise InvalidQueryError(f"Unknown fusion {fusion!r}; choose one of {', '.join(FUSION_METHODS)}.")
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer, float)) or int(k) != k or not 1 <= k <= MAX_K:
+            raise InvalidQueryError(f"k must be a whole number from 1 to {MAX_K}, got {k!r}.")
+        if alpha is None:
+            alpha = self.default_alpha
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.floating)) or not 0.0 <= alpha <= 1.0:
+            raise InvalidQueryError(f"alpha (text weight) must be between 0 and 1, got {alpha!r}.")
+        return mode, int(k), float(alpha)
+
+    def _build_query(self, image: ImageInput | None, title: str | None, item_id: str | int | None,
+                     mode: str) -> _Query:
+        if item_id is not None and item_id != "":
+            if image is not None or (title is not None and str(title).strip()):
+                raise InvalidQueryError("Give either a catalog item or an image/title, not both.")
+            row = self.catalog.row_of(item_id)
+            return _Query(self.image_vectors[row:row + 1], self.text_vectors[row:row + 1], row)
+        if title is not None and not str(title).strip() and image is not None:
+            title = None  # an empty title box next to an uploaded image is no query
+        wants_image = mode in ("image", "hybrid")
+        wants_text = mode in ("text", "hybrid")
+        if wants_text and not wants_image and title is None:
+            raise InvalidQueryError("Text mode needs a title.")
+        if wants_image and not wants_text and image is None:
+            raise InvalidQueryError("Image mode needs a thumbnail.")
+        if image is None and title is None:
+            raise InvalidQueryError("Give a thumbnail, a title, or a catalog item.")
+        image_vector = self.encode_image(image) if image is not None and wants_image else None
+        text_vector = self.encode_title(title) if title is not None and wants_text else None
+        return _Query(image_vector, text_vector, None)
+
+    def _single_mode(self, query: _Query, mode: str, k: int) -> tuple[np.ndarray, np.ndarray]:
+        index, vector = (self.image_index, query.image_vector) if mode == "image" else (self.text_index, query.text_vector)
+        scores, rows = index.search(vector, min(k + 1, len(self.catalog)))
+        keep = (rows[0] >= 0) & (rows[0] != (query.exclude_row if query.exclude_row is not None else -1))
+        return rows[0][keep][:k], scores[0][keep][:k]
+
+    def _hybrid_candidates(self, query: _Query, k: int, alpha: float, fusion: str) -> tuple[np.ndarray, np.ndarray]:
+        depth = min(len(self.catalog), max(CANDIDATE_FACTOR * k, MIN_CANDIDATES) + 1)
+        _, image_rows = self.image_index.search(query.image_vector, depth)
+        _, text_rows = self.text_index.search(query.text_vector, depth)
+        candidates = np.union1d(image_rows[0], text_rows[0])
+        candidates = candidates[(candidates >= 0) & (candidates != (query.exclude_row if query.exclude_row is not None else -1))]
+        image_scores = self.image_vectors[candidates] @ query.image_vector[0]
+        text_scores = self.text_vectors[candidates] @ query.text_vector[0]
+        fused = fuse(text_scores, image_scores, alpha, fusion)
+        order = np.lexsort((candidates, -fused))[:k]  # ties broken by row: deterministic
+        return candidates[order], fused[order]
+
+    def _describe(self, rows: np.ndarray, scores: np.ndarray, query: _Query) -> list[Recommendation]:
+        results = []
+        for rank, (row, score) in enumerate(zip(rows.tolist(), scores.tolist()), start=1):
+            image_score = float(self.image_vectors[row] @ query.image_vector[0]) if query.image_vector is not None else None
+            text_score = float(self.text_vectors[row] @ query.text_vector[0]) if query.text_vector is not None else None
+            results.append(Recommendation(rank, self.catalog.item_ids[row], self.catalog.titles[row], float(score),
+                                          image_score, text_score, self.catalog.metadata(row), row))
+        return results

@@ -1,0 +1,55 @@
+"""Title embeddings with sentence-transformers (multilingual by default)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+import numpy as np
+
+from .errors import InvalidQueryError
+
+DEFAULT_TEXT_MODEL = "intfloat/multilingual-e5-base"
+#: Longer titles are refused: YouTube caps titles at 100 characters, so this is not a title.
+MAX_TITLE_CHARS = 1000
+
+
+def default_prefix(model_name_or_path: str) -> str:
+    """e5 models are trained with a ``query: `` prefix; symmetric title-to-title search uses it on both sides."""
+    return "query: " if "e5" in str(model_name_or_path).lower() else ""
+
+
+def clean_title(title: object) -> str:
+    """Validate a query title: a non-blank string of reasonable length, whitespace collapsed."""
+    if not isinstance(title, str):
+        raise InvalidQueryError(f"Title must be text, got {type(title).__name__}.")
+    cleaned = " ".join(title.split())
+    if not cleaned:
+        raise InvalidQueryError("Title is empty: type a few words.")
+    if len(cleaned) > MAX_TITLE_CHARS:
+        raise InvalidQueryError(f"Title is {len(cleaned):,} characters long; the limit is {MAX_TITLE_CHARS:,}.")
+    return cleaned
+
+
+class TitleEncoder:
+    """Wraps a SentenceTransformer: prefix, L2 normalisation, batching; safe to share between threads."""
+
+    def __init__(self, model_name_or_path: str = DEFAULT_TEXT_MODEL, revision: str | None = None,
+                 prefix: str | None = None, device: str = "cpu"):
+        from sentence_transformers import SentenceTransformer  # heavy import, only when needed
+
+        self.model_name_or_path = str(model_name_or_path)
+        self.revision = revision
+        self.prefix = default_prefix(model_name_or_path) if prefix is None else prefix
+        self.model = SentenceTransformer(self.model_name_or_path, revision=revision, device=device,
+                                         trust_remote_code=False)
+        self.dimension = int(self.model.get_embedding_dimension())
+        self._lock = threading.Lock()
+
+    def encode(self, titles: Sequence[str], batch_size: int = 64, show_progress_bar: bool = False) -> np.ndarray:
+        """Return float32 ``(len(titles), dimension)`` unit vectors."""
+        texts = [self.prefix + title for title in titles]
+        with self._lock:  # tokenizers and torch modules are not guaranteed re-entrant
+            vectors = self.model.encode(texts, batch_size=batch_size, convert_to_numpy=True,
+                                        normalize_embeddings=True, show_progress_bar=show_progress_bar)
+        return np.ascontiguousarray(vectors, dtype=np.float32)

@@ -1,0 +1,104 @@
+"""``python -m train``: the offline pipeline (build a bundle, push it to the Hub)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from recommender.autoencoder import BASELINE_CONFIG, EncoderConfig
+from recommender.catalog import DEFAULT_DATASET
+from recommender.errors import RecommenderError
+from recommender.fusion import DEFAULT_ALPHA
+from recommender.titles import DEFAULT_TEXT_MODEL
+
+from .autoencoder import TrainingConfig
+
+ENCODERS = {"dae": EncoderConfig(), "baseline": BASELINE_CONFIG}
+
+
+def add_build_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", default=DEFAULT_DATASET,
+                        help=f"Hub dataset id, parquet file/folder or image folder (default: {DEFAULT_DATASET})")
+    parser.add_argument("--dataset-revision", help="Hub revision of the dataset (pin it for reproducibility)")
+    parser.add_argument("--output", default="bundle", help="bundle folder to write (default: ./bundle)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing bundle folder")
+    parser.add_argument("--image-column", default="image", help="image column name (default: image)")
+    parser.add_argument("--title-column", default="title", help="title column name (default: title)")
+    parser.add_argument("--id-column", help="id column (default: item_id, id or video_id if present, else position)")
+    parser.add_argument("--limit", type=int, help="use only the first N rows (quick trials)")
+    parser.add_argument("--text-model", default=DEFAULT_TEXT_MODEL,
+                        help=f"sentence-transformers model id or local path (default: {DEFAULT_TEXT_MODEL})")
+    parser.add_argument("--text-revision", help="Hub revision of the text model")
+    parser.add_argument("--text-prefix", help="prefix added to every title (default: 'query: ' for e5 models)")
+    parser.add_argument("--encoder", choices=sorted(ENCODERS), default="dae",
+                        help="thumbnail encoder architecture; 'baseline' is the original design (default: dae)")
+    parser.add_argument("--encoder-weights", type=Path,
+                        help="reuse trained weights (.safetensors with its .json config beside) instead of training")
+    parser.add_argument("--epochs", type=int, default=TrainingConfig.epochs, help="training epochs")
+    parser.add_argument("--batch-size", type=int, default=TrainingConfig.batch_size, help="training batch size")
+    parser.add_argument("--learning-rate", type=float, default=TrainingConfig.learning_rate, help="peak learning rate")
+    parser.add_argument("--no-denoising", action="store_true", help="train a plain autoencoder (no corruption)")
+    parser.add_argument("--time-budget", type=float, help="stop training after the epoch that passes this many seconds")
+    parser.add_argument("--seed", type=int, default=TrainingConfig.seed, help="random seed (default: 0)")
+    parser.add_argument("--index-key", help="FAISS factory string for both indexes (default: chosen from catalog size)")
+    parser.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, help="default hybrid text weight")
+
+
+def run_build(args: argparse.Namespace) -> None:
+    from .build import build_bundle
+
+    training = TrainingConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
+                              seed=args.seed, denoising=not args.no_denoising and args.encoder != "baseline",
+                              time_budget_s=args.time_budget)
+    manifest = build_bundle(
+        args.dataset, args.output, image_column=args.image_column, title_column=args.title_column,
+        id_column=args.id_column, dataset_revision=args.dataset_revision, limit=args.limit,
+        text_model=args.text_model, text_revision=args.text_revision, text_prefix=args.text_prefix,
+        encoder_config=ENCODERS[args.encoder], training=training, encoder_weights=args.encoder_weights,
+        index_key=args.index_key, alpha=args.alpha, overwrite=args.overwrite,
+    )
+    print(f"Built {args.output}: {manifest['count']} items, skipped {manifest['source']['skipped_rows']} rows, "
+          f"image dim {manifest['image_encoder']['dimension']}, text dim {manifest['text_model']['dimension']}.")
+
+
+def add_push_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("repo_id", help="Hub model repo to create or update, e.g. you/video-recommender-bundle")
+    parser.add_argument("--bundle", default="bundle", help="bundle folder to upload (default: ./bundle)")
+    parser.add_argument("--private", action="store_true", help="create the repo as private")
+    parser.add_argument("--revision", help="branch to push to (default: main)")
+    parser.add_argument("--token", help="Hub token (default: the one saved by `hf auth login`)")
+
+
+def run_push(args: argparse.Namespace) -> None:
+    from recommender.bundle import push_bundle
+
+    url = push_bundle(Path(args.bundle), args.repo_id, private=args.private, token=args.token,
+                      revision=args.revision)
+    print(f"Pushed {args.bundle} to {args.repo_id}: {url}")
+
+
+COMMANDS = {
+    "build": ("Build a bundle from a dataset: train the encoder, embed, index.", add_build_arguments, run_build),
+    "push": ("Upload a bundle to a Hugging Face Hub model repo with a model card.", add_push_arguments, run_push),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m train", description="Offline pipeline of the video recommender.")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for name, (help_text, add_arguments, _) in COMMANDS.items():
+        add_arguments(subparsers.add_parser(name, help=help_text, description=help_text))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        COMMANDS[args.command][2](args)
+    except (RecommenderError, FileExistsError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""Dataset -> bundle: validate the catalog, train (or reuse) the thumbnail encoder, embed, index."""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import shutil
+import time
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from recommender.autoencoder import EncoderConfig, load_autoencoder, save_autoencoder
+from recommender.bundle import FILES, write_manifest
+from recommender.catalog import DEFAULT_DATASET, load_catalog
+from recommender.fusion import DEFAULT_ALPHA
+from recommender.index import build_index, describe_index, save_index
+from recommender.thumbnails import ThumbnailEncoder
+from recommender.titles import DEFAULT_TEXT_MODEL, TitleEncoder
+
+from .autoencoder import TrainingConfig, catalog_arrays, plot_loss_curve, plot_reconstructions, train_autoencoder
+
+logger = logging.getLogger(__name__)
+TRAINING_DIR = "training"
+
+
+def build_bundle(source: str | Path = DEFAULT_DATASET, output: str | Path = "bundle", *,
+                 image_column: str = "image", title_column: str = "title", id_column: str | None = None,
+                 dataset_revision: str | None = None, limit: int | None = None,
+                 text_model: str = DEFAULT_TEXT_MODEL, text_revision: str | None = None, text_prefix: str | None = None,
+                 encoder_config: EncoderConfig = EncoderConfig(), training: TrainingConfig = TrainingConfig(),
+                 encoder_weights: Path | None = None, index_key: str | None = None,
+                 alpha: float = DEFAULT_ALPHA, overwrite: bool = False, show_progress_bar: bool = True) -> dict:
+    """Build a complete bundle in ``output`` and return its manifest.
+
+    Work happens in ``<output>.partial`` and replaces ``output`` only when everything
+    succeeded, so a failed build never leaves a half-written bundle behind.
+    """
+    output = Path(output)
+    if output.exists() and any(output.iterdir()) and not overwrite:
+        raise FileExistsError(f"{output} already exists; pass --overwrite to replace it.")
+    staging = output.with_name(output.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    (staging / TRAINING_DIR).mkdir(parents=True)
+    timings: dict[str, float] = {}
+
+    started = time.perf_counter()
+    catalog, skipped = load_catalog(source, image_column=image_column, title_column=title_column,
+                                    id_column=id_column, revision=dataset_revision, limit=limit)
+    catalog.save(staging / FILES["catalog"])
+    timings["catalog_s"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    if encoder_weights is not None:
+        weights = Path(encoder_weights)
+        model = load_autoencoder(weights, weights.with_suffix(".json"))
+        encoder_config, history = model.config, None
+        arrays = catalog_arrays(catalog, encoder_config)
+    else:
+        arrays = catalog_arrays(catalog, encoder_config)
+        model, history = train_autoencoder(arrays, encoder_config, training, show_progress_bar=show_progress_bar)
+        plot_loss_curve(history, staging / TRAINING_DIR / "loss_curve.png")
+        plot_reconstructions(model, arrays[:8], training, staging / TRAINING_DIR / "reconstructions.png")
+        (staging / TRAINING_DIR / "history.json").write_text(json.dumps(history.to_dict(), indent=2))
+    save_autoencoder(model, staging / FILES["encoder_weights"], staging / FILES["encoder_config"])
+    timings["encoder_s"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    thumbnail_encoder = ThumbnailEncoder(model)
+    image_vectors = _embed_arrays(thumbnail_encoder, arrays, show_progress_bar)
+    title_encoder = TitleEncoder(text_model, revision=text_revision, prefix=text_prefix)
+    text_vectors = title_encoder.encode(catalog.titles, show_progress_bar=show_progress_bar)
+    timings["embedding_s"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    indexes = {}
+    for modality, vectors in (("image", image_vectors), ("text", text_vectors)):
+        np.save(staging / FILES[f"{modality}_vectors"], vectors, allow_pickle=False)
+        index = build_index(vectors, index_key)
+        save_index(index, staging / FILES[f"{modality}_index"])
+        indexes[modality] = {"file": FILES[f"{modality}_index"], "key": index_key or "auto",
+                             "type": describe_index(index), "dimension": int(vectors.shape[1])}
+    timings["index_s"] = time.perf_counter() - started
+
+    manifest = write_manifest(staging, {
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "count": len(catalog),
+        "source": {"dataset": str(source), "revision": dataset_revision, "image_column": image_column,
+                   "title_column": title_column, "id_column": id_column, "skipped_rows": len(skipped),
+                   "metadata_columns": catalog.metadata_columns},
+        "text_model": {"name": title_encoder.model_name_or_path, "revision": text_revision,
+                       "prefix": title_encoder.prefix, "dimension": title_encoder.dimension},
+        "image_encoder": {"architecture": encoder_config.architecture, "dimension": thumbnail_encoder.dimension,
+                          "parameters": thumbnail_encoder.parameters, "config": asdict(encoder_config),
+                          "training": None if history is None else {**asdict(training), **history.to_dict()},
+                          "weights_reused_from": str(encoder_weights) if encoder_weights else None},
+        "indexes": indexes,
+        "fusion": {"alpha": alpha, "method": "weighted"},
+        "build": {"timings": timings, "torch": torch.__version__, "python": platform.python_version()},
+    })
+    if output.exists():
+        shutil.rmtree(output)
+    staging.rename(output)
+    return manifest
+
+
+def _embed_arrays(encoder: ThumbnailEncoder, arrays: np.ndarray, show_progress_bar: bool,
+                  batch_size: int = 128) -> np.ndarray:
+    """Embed the already-preprocessed catalog thumbnails (no second decode)."""
+    chunks = [encoder.embed_arrays(arrays[start:start + batch_size].astype(np.float32) / 255.0)
+              for start in tqdm(range(0, len(arrays), batch_size), desc="Embedding thumbnails", unit="batch",
+                                disable=not show_progress_bar)]
+    return np.concatenate(chunks) if chunks else np.zeros((0, encoder.dimension), dtype=np.float32)
