@@ -35,10 +35,11 @@ def load_image(source: ImageInput, draft: tuple[int, int] | None = None) -> Imag
         image = source
         _check_pixels(image.size)
     elif isinstance(source, np.ndarray):
-        if source.ndim not in (2, 3) or source.size == 0:
-            raise InvalidQueryError(f"Image array must be HxW or HxWxC, got shape {source.shape}.")
-        _check_pixels((source.shape[1], source.shape[0]))
-        image = Image.fromarray(np.ascontiguousarray(source).astype(np.uint8, copy=False))
+        array = source[..., 0] if source.ndim == 3 and source.shape[2] == 1 else source
+        if array.ndim not in (2, 3) or array.size == 0 or (array.ndim == 3 and array.shape[2] not in (3, 4)):
+            raise InvalidQueryError(f"Image array must be HxW, HxWx1, HxWx3 or HxWx4, got shape {source.shape}.")
+        _check_pixels((array.shape[1], array.shape[0]))
+        image = Image.fromarray(np.ascontiguousarray(array).astype(np.uint8, copy=False))
     else:
         if isinstance(source, (str, Path)):
             path = Path(source)
@@ -111,8 +112,9 @@ def _to_rgb(image: Image.Image) -> Image.Image:
 def crop_letterbox(image: Image.Image, threshold: int = 16, max_fraction: float = 0.3) -> Image.Image:
     """Remove near-black bars on any side (hqdefault 480x360 thumbnails of 16:9 videos carry 45 px bars).
 
-    A row or column counts as bar when its brightest pixel is below ``threshold``; at most
-    ``max_fraction`` of each dimension is removed so that dark thumbnails survive intact.
+    A row or column counts as bar when its brightest pixel is below ``threshold``. Bars come in
+    centred pairs, so only the dark margin both opposite sides share is removed (a night sky at
+    the top of a thumbnail is content, not a bar), and at most ``max_fraction`` of each dimension.
     """
     gray = np.asarray(image.convert("L"))
     height, width = gray.shape
@@ -120,11 +122,8 @@ def crop_letterbox(image: Image.Image, threshold: int = 16, max_fraction: float 
     cols = gray.max(axis=0) >= threshold
     if not rows.any() or not cols.any():
         return image
-    top, bottom = _first_true(rows), _first_true(rows[::-1])
-    left, right = _first_true(cols), _first_true(cols[::-1])
-    limit_h, limit_w = int(height * max_fraction), int(width * max_fraction)
-    top, bottom = min(top, limit_h), min(bottom, limit_h)
-    left, right = min(left, limit_w), min(right, limit_w)
+    top = bottom = min(_first_true(rows), _first_true(rows[::-1]), int(height * max_fraction))
+    left = right = min(_first_true(cols), _first_true(cols[::-1]), int(width * max_fraction))
     if top == bottom == left == right == 0:
         return image
     return image.crop((left, top, width - right, height - bottom))
