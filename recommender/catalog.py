@@ -54,7 +54,10 @@ def _read_source(source: str | Path, revision: str | None) -> datasets.Dataset:
     elif path.suffix in (".parquet", ".csv", ".jsonl") or str(source).startswith((".", "/")):
         raise CatalogError(f"Catalog source {source} does not exist.")
     else:
-        loaded = datasets.load_dataset(str(source), revision=revision)
+        try:
+            loaded = datasets.load_dataset(str(source), revision=revision)
+        except OSError as error:  # not found, offline, private: ConnectionError / DatasetNotFoundError
+            raise CatalogError(f"Could not load dataset {source}@{revision or 'main'} from the Hub: {error}") from None
     if isinstance(loaded, datasets.DatasetDict):
         loaded = datasets.concatenate_datasets([loaded[name] for name in sorted(loaded)])
     return loaded
