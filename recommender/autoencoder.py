@@ -93,8 +93,11 @@ class DenoisingAutoencoder(nn.Module):
             previous = channels
         self.stages = nn.ModuleList(stages)
         self.to_latent = nn.Conv2d(previous, config.latent_channels, 1)
+        # Going up, each resolution gets the channel count the encoder had one stage earlier
+        # (and the full-resolution block half the stem's): the decoder only trains the encoder,
+        # so it stays cheap where pixels are many.
         ups, previous = [], config.latent_channels
-        for channels in reversed(config.channels):
+        for channels in (*reversed(config.channels[:-1]), max(config.channels[0] // 2, 4)):
             ups.append(_up_block(previous, channels))
             previous = channels
         self.decoder = nn.Sequential(*ups, nn.Conv2d(previous, config.in_channels, 3, padding=1), nn.Sigmoid())
