@@ -130,8 +130,9 @@ def model_card(manifest: dict, repo_id: str) -> str:
         "---",
         "library_name: faiss",
         "tags: [video-recommendation, autoencoder, sentence-transformers, faiss]",
-        f"datasets: [{source.get('dataset', '')}]" if "/" in str(source.get("dataset", "")) else "datasets: []",
-        f"base_model: {text_model.get('name', '')}" if "/" in str(text_model.get("name", "")) else "",
+        # Hub metadata may only name Hub repos: a local dataset or model path is left out.
+        f"datasets: [{source.get('dataset')}]" if is_repo_id(source.get("dataset", "")) else "datasets: []",
+        f"base_model: {text_model.get('name')}" if is_repo_id(text_model.get("name", "")) else "",
         "---",
         "",
         f"# {repo_id}",

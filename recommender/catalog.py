@@ -20,7 +20,7 @@ import datasets
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .errors import CatalogError, InvalidQueryError
+from .errors import BundleError, CatalogError, InvalidQueryError
 from .images import load_image
 
 logger = logging.getLogger(__name__)
@@ -161,7 +161,12 @@ class Catalog:
 
     @classmethod
     def load(cls, path: Path) -> "Catalog":
-        return cls(datasets.Dataset.from_parquet(str(path)))
+        """Read a bundle's catalog; an unreadable file is a :class:`BundleError` that names it."""
+        try:
+            table = datasets.Dataset.from_parquet(str(path))
+        except (ValueError, OSError) as error:  # pyarrow.ArrowInvalid is a ValueError
+            raise BundleError(f"Catalog file {path} cannot be read ({error}). Rebuild the bundle.") from None
+        return cls(table)
 
     def save(self, path: Path) -> None:
         self.dataset.cast_column("image", datasets.Image()).to_parquet(str(path))

@@ -111,8 +111,13 @@ class Recommender:
         if not model:
             raise BundleError(f"{folder / 'manifest.json'} names no text model; pass text_model=.")
         same_model = text_model is None or text_model == text_info.get("name")
-        title_encoder = TitleEncoder(model, revision=text_info.get("revision") if same_model else None,
-                                     prefix=text_info.get("prefix") if same_model else None)
+        try:
+            title_encoder = TitleEncoder(model, revision=text_info.get("revision") if same_model else None,
+                                         prefix=text_info.get("prefix") if same_model else None)
+        except OSError as error:  # missing path, unknown or unreachable Hub model
+            named_by = "given as text_model" if text_model else f"named in {folder / 'manifest.json'}"
+            raise BundleError(f"Text model {model!r} ({named_by}) cannot be loaded: {error}. Pass text_model= "
+                              "a local copy of the model the bundle was built with.") from None
         image_vectors = load_vectors(folder / FILES["image_vectors"], count)
         text_vectors = load_vectors(folder / FILES["text_vectors"], count)
         image_index = load_index(folder / FILES["image_index"], count, image_vectors.shape[1])

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -44,3 +48,58 @@ def bundle_dir(data_dir: Path, catalog_parquet: Path, text_model: Path) -> Path:
     build_bundle(catalog_parquet, output, text_model=str(text_model), encoder_config=TEST_ENCODER,
                  training=TrainingConfig(epochs=2, batch_size=8), show_progress_bar=False)
     return output
+
+
+@dataclass(frozen=True)
+class HubCache:
+    """A Hugging Face Hub cache holding ``bundle_dir`` as model repo ``repo_id`` at two commits:
+    ``main_commit`` (what ``refs/main`` points to) and ``old_commit`` (reachable only by its hash,
+    identical but for a default alpha of 0.2 in its manifest, so tests can tell which one loaded)."""
+
+    cache_dir: Path
+    repo_id: str
+    main_commit: str
+    old_commit: str
+
+
+def write_hub_snapshot(cache_dir: Path, repo_id: str, folder: Path, commit: str, branch: str | None = None) -> Path:
+    """Lay ``folder`` out as ``snapshot_download`` leaves a model repo commit in the cache (huggingface_hub 2.x):
+    ``models--owner--name/blobs/<sha256>``, ``snapshots/<commit>/<file>`` symlinked to its blob,
+    ``trees/<commit>.json`` listing the commit's files and, for a branch, ``refs/<branch>`` holding the hash."""
+    storage = Path(cache_dir) / f"models--{repo_id.replace('/', '--')}"
+    snapshot = storage / "snapshots" / commit
+    files = {}
+    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+        relative = path.relative_to(folder).as_posix()
+        data = path.read_bytes()
+        sha256 = hashlib.sha256(data).hexdigest()
+        blob = storage / "blobs" / sha256
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        if not blob.exists():
+            blob.write_bytes(data)
+        link = snapshot / relative
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(os.path.relpath(blob, link.parent))
+        git_blob = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+        files[relative] = {"size": len(data), "blob_id": git_blob, "lfs_sha256": sha256, "lfs_size": len(data)}
+    (storage / "trees").mkdir(exist_ok=True)
+    (storage / "trees" / f"{commit}.json").write_text(json.dumps({"format_version": 1, "files": files}))
+    if branch is not None:
+        (storage / "refs").mkdir(exist_ok=True)
+        (storage / "refs" / branch).write_text(commit)  # no trailing newline, like huggingface_hub writes it
+    return snapshot
+
+
+@pytest.fixture(scope="session")
+def hub_cache(tmp_path_factory: pytest.TempPathFactory, bundle_dir: Path) -> HubCache:
+    """The session bundle published (offline) in a fresh Hub cache; point ``HF_HUB_CACHE`` at ``cache_dir``."""
+    root = tmp_path_factory.mktemp("hub")
+    cache = HubCache(root / "cache", "someuser/somebundle", "a" * 40, "0123456789abcdef" * 2 + "01234567")
+    old = root / "old-bundle"
+    shutil.copytree(bundle_dir, old)
+    manifest = json.loads((old / "manifest.json").read_text())
+    manifest["fusion"]["alpha"] = 0.2
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    write_hub_snapshot(cache.cache_dir, cache.repo_id, old, cache.old_commit)
+    write_hub_snapshot(cache.cache_dir, cache.repo_id, bundle_dir, cache.main_commit, branch="main")
+    return cache
