@@ -176,7 +176,7 @@ class Recommender:
             raise InvalidQueryError(f"Unknown mode {mode!r}; choose one of {', '.join(MODES)}.")
         if fusion not in FUSION_METHODS:
             raise InvalidQueryError(f"Unknown fusion {fusion!r}; choose one of {', '.join(FUSION_METHODS)}.")
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer, float)) or int(k) != k or not 1 <= k <= MAX_K:
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer, float)) or not 1 <= k <= MAX_K or int(k) != k:
             raise InvalidQueryError(f"k must be a whole number from 1 to {MAX_K}, got {k!r}.")
         if alpha is None:
             alpha = self.default_alpha
