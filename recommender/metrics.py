@@ -1,0 +1,110 @@
+"""Ranking metrics with a label as relevance: precision@k and nDCG@k, with their random and best values.
+
+A recommendation is relevant when it shares the query's label (e.g. the same channel); the
+query item itself is never a candidate. Every query counts, including those whose label has
+no other item (their precision and nDCG are 0 whatever the ranking, which the ceiling shows).
+Rankings are ``(queries, k)`` arrays of catalog rows, padded with ``-1`` (never relevant).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def encode_labels(values: list | np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """Label values -> integer codes (``-1`` for a missing label, relevant to nothing) and the names."""
+    names: dict[str, int] = {}
+    codes = np.empty(len(values), dtype=np.int64)
+    for position, value in enumerate(values):
+        if value is None or (isinstance(value, float) and np.isnan(value)) or str(value).strip() == "":
+            codes[position] = -1
+            continue
+        codes[position] = names.setdefault(str(value), len(names))
+    return codes, list(names)
+
+
+def relevant_counts(labels: np.ndarray, query_rows: np.ndarray) -> np.ndarray:
+    """Per query, how many *other* catalog items share its label."""
+    labels = np.asarray(labels)
+    sizes = np.bincount(labels[labels >= 0], minlength=int(labels.max(initial=-1)) + 1)
+    query_labels = labels[query_rows]
+    return np.where(query_labels >= 0, sizes[np.maximum(query_labels, 0)] - 1, 0).astype(np.int64)
+
+
+def relevance(ranked_rows: np.ndarray, labels: np.ndarray, query_labels: np.ndarray) -> np.ndarray:
+    """Boolean ``(queries, k)``: does the item at each rank share the query's label?"""
+    ranked_rows = np.asarray(ranked_rows)
+    labels = np.asarray(labels)
+    item_labels = np.where(ranked_rows >= 0, labels[np.maximum(ranked_rows, 0)], -2)
+    query_labels = np.asarray(query_labels)[:, None]
+    return (item_labels == query_labels) & (query_labels >= 0) & (ranked_rows >= 0)
+
+
+def _discounts(k: int) -> np.ndarray:
+    return 1.0 / np.log2(np.arange(2, k + 2))
+
+
+def precision_at_k(relevant: np.ndarray, k: int) -> np.ndarray:
+    """Per-query share of relevant items among the first ``k`` (missing ranks count as misses)."""
+    return relevant[:, :k].sum(axis=1) / k
+
+
+def ideal_dcg(n_relevant: np.ndarray, k: int) -> np.ndarray:
+    cumulative = np.concatenate([[0.0], np.cumsum(_discounts(k))])
+    return cumulative[np.minimum(np.asarray(n_relevant), k)]
+
+
+def ndcg_at_k(relevant: np.ndarray, n_relevant: np.ndarray, k: int) -> np.ndarray:
+    """Per-query binary nDCG@k; 0 for a query with nothing relevant to find."""
+    top = relevant[:, :k].astype(np.float64)
+    dcg = (top * _discounts(top.shape[1])[None, :]).sum(axis=1)
+    ideal = ideal_dcg(n_relevant, k)
+    return np.divide(dcg, ideal, out=np.zeros_like(dcg), where=ideal > 0)
+
+
+def random_expectation(n_relevant: np.ndarray, n_candidates: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Expected per-query precision@k and nDCG@k of a uniformly random ranking of ``n_candidates`` items."""
+    share = np.asarray(n_relevant, dtype=np.float64) / max(n_candidates, 1)
+    ideal = ideal_dcg(n_relevant, k)
+    dcg = share * _discounts(min(k, n_candidates)).sum()
+    return share, np.divide(dcg, ideal, out=np.zeros_like(dcg), where=ideal > 0)
+
+
+def ceiling(n_relevant: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Best possible per-query precision@k and nDCG@k (all relevant items first)."""
+    n_relevant = np.asarray(n_relevant)
+    return np.minimum(n_relevant, k) / k, (n_relevant > 0).astype(np.float64)
+
+
+def ranking_report(ranked_rows: np.ndarray, labels: np.ndarray, query_rows: np.ndarray,
+                   ks: tuple[int, ...] = (5, 10)) -> dict[str, np.ndarray]:
+    """Per-query ``P@k`` and ``nDCG@k`` arrays for each ``k`` (``ranked_rows`` needs ``max(ks)`` columns)."""
+    n_relevant = relevant_counts(labels, query_rows)
+    relevant = relevance(ranked_rows, labels, np.asarray(labels)[query_rows])
+    report = {}
+    for k in ks:
+        report[f"P@{k}"] = precision_at_k(relevant, k)
+        report[f"nDCG@{k}"] = ndcg_at_k(relevant, n_relevant, k)
+    return report
+
+
+def reference_report(labels: np.ndarray, query_rows: np.ndarray,
+                     ks: tuple[int, ...] = (5, 10)) -> dict[str, dict[str, np.ndarray]]:
+    """Per-query random and ceiling values of every metric in :func:`ranking_report`."""
+    n_relevant = relevant_counts(labels, query_rows)
+    n_candidates = len(labels) - 1
+    random, best = {}, {}
+    for k in ks:
+        random[f"P@{k}"], random[f"nDCG@{k}"] = random_expectation(n_relevant, n_candidates, k)
+        best[f"P@{k}"], best[f"nDCG@{k}"] = ceiling(n_relevant, k)
+    return {"random": random, "ceiling": best}
+
+
+def recall_at_k(ranked_rows: np.ndarray, targets: np.ndarray, k: int) -> float:
+    """Share of queries whose target row is among the first ``k`` results."""
+    ranked_rows = np.asarray(ranked_rows)[:, :k]
+    return float((ranked_rows == np.asarray(targets)[:, None]).any(axis=1).mean()) if len(ranked_rows) else float("nan")
+
+
+def mean(values: dict[str, np.ndarray]) -> dict[str, float]:
+    return {name: float(np.mean(array)) if len(array) else float("nan") for name, array in values.items()}

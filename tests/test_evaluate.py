@@ -1,0 +1,218 @@
+"""The quality report: metric functions, the bulk rankings against the engine, and the report writer.
+
+All on the synthetic bundle (no real data); timings are never asserted.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from recommender import Recommender
+from recommender.autoencoder import EncoderConfig
+from recommender.bundle import model_card, read_manifest
+from recommender.fusion import fuse
+from recommender.metrics import (ceiling, encode_labels, ndcg_at_k, precision_at_k, random_expectation,
+                                 ranking_report, recall_at_k, reference_report, relevance, relevant_counts)
+from recommender.ranking import fuse_batch
+
+#: The original design's architecture, shrunk so a test can train it in seconds.
+TINY_BASELINE = EncoderConfig(architecture="baseline", width=64, height=48, grayscale=True, crop_letterbox=False,
+                              channels=(4, 8, 8), latent_channels=8, pool_grid=(1, 1))
+
+
+# ---------------------------------------------------------------- metrics
+
+def test_precision_and_ndcg_by_hand():
+    labels = np.array([0, 0, 0, 1, 1, 2])  # label 0 has 3 items, label 1 has 2, label 2 one
+    queries = np.array([0, 3, 5])
+    ranked = np.array([[1, 3, 2], [5, 0, -1], [0, 1, 2]])
+    relevant = relevance(ranked, labels, labels[queries])
+    assert relevant.tolist() == [[True, False, True], [False, False, False], [False, False, False]]
+    n_relevant = relevant_counts(labels, queries)
+    assert n_relevant.tolist() == [2, 1, 0]
+    assert precision_at_k(relevant, 3).tolist() == pytest.approx([2 / 3, 0, 0])
+    ideal = 1 + 1 / np.log2(3)
+    assert ndcg_at_k(relevant, n_relevant, 3).tolist() == pytest.approx([(1 + 1 / np.log2(4)) / ideal, 0, 0])
+    report = ranking_report(ranked, labels, queries, (1, 3))
+    assert report["P@1"].tolist() == [1, 0, 0]
+
+
+def test_random_expectation_equals_the_average_over_all_rankings():
+    labels = np.array([0, 0, 0, 1, 1, 2])
+    query = 0
+    others = [row for row in range(len(labels)) if row != query]
+    k = 3
+    precisions, ndcgs = [], []
+    for ranking in itertools.permutations(others):
+        relevant = relevance(np.array([ranking[:k]]), labels, labels[[query]])
+        precisions.append(precision_at_k(relevant, k)[0])
+        ndcgs.append(ndcg_at_k(relevant, relevant_counts(labels, np.array([query])), k)[0])
+    expected_p, expected_ndcg = random_expectation(relevant_counts(labels, np.array([query])), len(others), k)
+    assert expected_p[0] == pytest.approx(np.mean(precisions))
+    assert expected_ndcg[0] == pytest.approx(np.mean(ndcgs))
+
+
+def test_ceiling_and_reference_report():
+    p, ndcg = ceiling(np.array([0, 1, 12]), 10)
+    assert p.tolist() == [0, 0.1, 1.0] and ndcg.tolist() == [0, 1, 1]
+    labels = np.array([0, 0, 1, 1, 1, -1])
+    references = reference_report(labels, np.arange(6), (2,))
+    assert references["ceiling"]["P@2"].tolist() == [0.5, 0.5, 1, 1, 1, 0]
+    assert references["random"]["P@2"][0] == pytest.approx(1 / 5)
+
+
+def test_labels_encoding_treats_missing_as_relevant_to_nothing():
+    codes, names = encode_labels(["a", None, "b", "a", "", float("nan")])
+    assert codes.tolist() == [0, -1, 1, 0, -1, -1] and names == ["a", "b"]
+    assert relevant_counts(codes, np.arange(6)).tolist() == [1, 0, 0, 1, 0, 0]
+    assert relevance(np.array([[4]]), codes, codes[[1]]).tolist() == [[False]]  # two missing labels never match
+
+
+def test_recall_at_k():
+    assert recall_at_k(np.array([[3, 1], [2, 0], [5, 4]]), np.array([3, 0, 9]), 1) == pytest.approx(1 / 3)
+    assert recall_at_k(np.array([[3, 1], [2, 0], [5, 4]]), np.array([3, 0, 9]), 2) == pytest.approx(2 / 3)
+
+
+# ---------------------------------------------------------------- bulk ranking = the engine's
+
+@pytest.mark.parametrize("method", ["weighted", "rrf"])
+def test_fuse_batch_equals_engine_fusion_row_by_row(method):
+    rng = np.random.default_rng(0)
+    text = rng.normal(size=(40, 12)).astype(np.float32)
+    image = rng.normal(size=(40, 12)).astype(np.float32)
+    valid = rng.random((40, 12)) > 0.3
+    valid[0] = True
+    text[1] = 0.5  # a constant modality carries no ranking
+    image[2, :] = np.round(image[2, :])  # ties
+    valid[3] = False  # nothing valid
+    valid[4] = False
+    valid[4, 5] = True  # one candidate
+    for alpha in (0.0, 0.3, 1.0):
+        fused = fuse_batch(text, image, valid, alpha, method)
+        for row in range(len(text)):
+            keep = valid[row]
+            assert np.all(np.isneginf(fused[row][~keep]))
+            if keep.any():
+                np.testing.assert_allclose(fused[row][keep], fuse(text[row][keep], image[row][keep], alpha, method),
+                                           rtol=0, atol=1e-7)
+
+
+def test_bulk_rankings_equal_recommend_for_every_item(bundle_dir: Path, text_model: Path):
+    from train.evaluate import verify_against_engine
+
+    recommender = Recommender.load(bundle_dir, text_model=str(text_model))
+    outcome = verify_against_engine(recommender, np.arange(len(recommender)), k=5, alpha=0.4)
+    assert outcome["different"] == 0
+    assert outcome["identical"] + outcome["tie"] == 4 * len(recommender)
+
+
+def test_union_of_top_k_is_the_original_set_union():
+    from train.evaluate import union_of_top_k
+
+    union = union_of_top_k(np.array([[5, 1, 2], [7, -1, -1]]), np.array([[1, 9, 3], [7, 8, 4]]), 3)
+    assert set(union[0]) <= {5, 1, 2, 9, 3} and len(set(union[0])) == 3
+    assert union[0].tolist() == list({5, 1, 2} | {1, 9, 3})[:3]
+    assert sorted(union[1].tolist()) == [4, 7, 8]
+
+
+def test_reupload_alteration_crops_and_recompresses():
+    from train.evaluate import Reupload
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (480, 360), (100, 120, 140)).save(buffer, "PNG")
+    altered = Reupload(crop=0.04, brightness=1.2, jpeg_quality=30).apply(buffer.getvalue(), np.random.default_rng(0))
+    image = Image.open(io.BytesIO(altered))
+    assert image.format == "JPEG" and image.size == (461, 346)
+    assert np.asarray(image.convert("RGB")).mean() > 130  # brightened
+
+
+# ---------------------------------------------------------------- the report
+
+@pytest.fixture(scope="module")
+def baseline_bundle(bundle_dir: Path, catalog_parquet: Path, text_model: Path) -> Path:
+    """The original design's architecture (shrunk) on the same catalog."""
+    from train.autoencoder import TrainingConfig
+    from train.build import build_bundle
+
+    output = bundle_dir.parent / "baseline-bundle"
+    if not output.exists():
+        build_bundle(catalog_parquet, output, text_model=str(text_model), encoder_config=TINY_BASELINE,
+                     training=TrainingConfig(epochs=1, batch_size=8, denoising=False), show_progress_bar=False)
+    return output
+
+
+def test_evaluate_command_writes_report_and_tunes_the_manifest(bundle_dir: Path, baseline_bundle: Path,
+                                                               text_model: Path, tmp_path: Path, capsys):
+    from train.__main__ import main
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(bundle_dir, bundle)  # the session bundle is shared: never modify it
+    code = main(["evaluate", "--bundle", str(bundle), "--text-model", str(text_model), "--baseline-bundle",
+                 str(baseline_bundle), "--reupload-items", "12", "--verify-queries", "8", "--examples", "2"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "| this bundle | hybrid" in printed and "baseline, original design" in printed
+
+    report_dir = bundle / "evaluation"
+    for name in ("report.md", "metrics.json", "alpha_sweep.png", "per_label_precision.png", "examples.png"):
+        assert (report_dir / name).is_file(), name
+    for name in ("alpha_sweep.png", "per_label_precision.png", "examples.png"):
+        assert Image.open(report_dir / name).format == "PNG"
+    metrics = json.loads((report_dir / "metrics.json").read_text())
+    assert metrics["queries"] == 32 and metrics["labels"] == 4
+    for mode in ("image", "text", "hybrid"):
+        for name in ("P@5", "P@10", "nDCG@5", "nDCG@10"):
+            assert 0.0 <= metrics["modes"][mode][name] <= metrics["reference"]["ceiling"][name] + 1e-9
+    assert metrics["reference"]["ceiling"]["P@5"] == 1.0  # 8 items per channel
+    assert metrics["reference"]["random"]["P@10"] == pytest.approx(7 / 31)
+    assert set(metrics["sweep"]["weighted"]) == {str(round(a, 2)) for a in np.linspace(0, 1, 21)}
+    assert metrics["verification"]["different"] == 0
+    headline = metrics["reupload"]["re-upload (all headline variants)"]
+    assert 0.0 <= headline["recall@1"] <= headline["recall@5"] <= 1.0
+    original = metrics["baseline"]["original_design"]
+    assert set(original["modes"]) == {"image", "text", "hybrid"}
+    assert 0 <= original["dead_dimensions"] <= original["code_dimension"] == 8
+    # The text index is shared: the original design's text ranking is ours (L2 = cosine on unit vectors).
+    assert original["modes"]["text"]["P@10"] == pytest.approx(metrics["modes"]["text"]["P@10"])
+    report = (report_dir / "report.md").read_text()
+    assert "## Re-upload robustness" in report and "![alpha sweep](alpha_sweep.png)" in report
+
+    manifest = read_manifest(bundle, verify=True)  # rewritten with valid checksums
+    assert manifest["fusion"]["alpha"] == metrics["alpha"]
+    assert manifest["evaluation"]["report"] == "evaluation/report.md"
+    assert Recommender.load(bundle, text_model=str(text_model)).default_alpha == metrics["alpha"]
+    card = model_card(manifest, "someone/bundle")
+    assert "## Evaluation" in card and "| this bundle | image |" in card
+
+
+def test_evaluate_without_setting_alpha_leaves_the_manifest_alone(bundle_dir: Path, text_model: Path,
+                                                                  tmp_path: Path):
+    from train.evaluate import evaluate
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(bundle_dir, bundle)
+    before = (bundle / "manifest.json").read_text()
+    results = evaluate(bundle, text_model=str(text_model), output_dir=tmp_path / "report", reupload_items=4,
+                       verify_queries=4, examples=0, set_alpha=False, folds=2)
+    assert (bundle / "manifest.json").read_text() == before
+    assert (tmp_path / "report" / "report.md").is_file() and not (tmp_path / "report" / "examples.png").exists()
+    assert results["baseline"] is None and results["alpha_selection"]["cross_validated"]["folds"] == 2
+
+
+def test_evaluate_names_the_columns_when_the_label_is_missing(bundle_dir: Path, text_model: Path, tmp_path: Path,
+                                                             capsys):
+    from train.__main__ import main
+
+    code = main(["evaluate", "--bundle", str(bundle_dir), "--text-model", str(text_model), "--label", "genre",
+                 "--output", str(tmp_path / "out"), "--no-set-alpha"])
+    assert code == 2
+    error = capsys.readouterr().err
+    assert "genre" in error and "channel" in error
