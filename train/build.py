@@ -7,6 +7,8 @@ import logging
 import platform
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -46,67 +48,78 @@ def build_bundle(source: str | Path = DEFAULT_DATASET, output: str | Path = "bun
         raise FileExistsError(f"{output} already exists; pass --overwrite to replace it.")
     staging = output.with_name(output.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
-    (staging / TRAINING_DIR).mkdir(parents=True)
-    timings: dict[str, float] = {}
+    with _removed_on_failure(staging):
+        (staging / TRAINING_DIR).mkdir(parents=True)
+        timings: dict[str, float] = {}
 
-    started = time.perf_counter()
-    catalog, skipped = load_catalog(source, image_column=image_column, title_column=title_column,
-                                    id_column=id_column, revision=dataset_revision, limit=limit)
-    catalog.save(staging / FILES["catalog"])
-    timings["catalog_s"] = time.perf_counter() - started
+        started = time.perf_counter()
+        catalog, skipped = load_catalog(source, image_column=image_column, title_column=title_column,
+                                        id_column=id_column, revision=dataset_revision, limit=limit)
+        catalog.save(staging / FILES["catalog"])
+        timings["catalog_s"] = time.perf_counter() - started
 
-    started = time.perf_counter()
-    if encoder_weights is not None:
-        weights = Path(encoder_weights)
-        model = load_autoencoder(weights, weights.with_suffix(".json"))
-        encoder_config, history = model.config, None
-        arrays = catalog_arrays(catalog, encoder_config)
-    else:
-        arrays = catalog_arrays(catalog, encoder_config)
-        model, history = train_autoencoder(arrays, encoder_config, training, show_progress_bar=show_progress_bar)
-        plot_loss_curve(history, staging / TRAINING_DIR / "loss_curve.png")
-        plot_reconstructions(model, arrays[:8], training, staging / TRAINING_DIR / "reconstructions.png")
-        (staging / TRAINING_DIR / "history.json").write_text(json.dumps(history.to_dict(), indent=2))
-    save_autoencoder(model, staging / FILES["encoder_weights"], staging / FILES["encoder_config"])
-    timings["encoder_s"] = time.perf_counter() - started
+        started = time.perf_counter()
+        if encoder_weights is not None:
+            weights = Path(encoder_weights)
+            model = load_autoencoder(weights, weights.with_suffix(".json"))
+            encoder_config, history = model.config, None
+            arrays = catalog_arrays(catalog, encoder_config)
+        else:
+            arrays = catalog_arrays(catalog, encoder_config)
+            model, history = train_autoencoder(arrays, encoder_config, training, show_progress_bar=show_progress_bar)
+            plot_loss_curve(history, staging / TRAINING_DIR / "loss_curve.png")
+            plot_reconstructions(model, arrays[:8], training, staging / TRAINING_DIR / "reconstructions.png")
+            (staging / TRAINING_DIR / "history.json").write_text(json.dumps(history.to_dict(), indent=2))
+        save_autoencoder(model, staging / FILES["encoder_weights"], staging / FILES["encoder_config"])
+        timings["encoder_s"] = time.perf_counter() - started
 
-    started = time.perf_counter()
-    thumbnail_encoder = ThumbnailEncoder(model)
-    image_vectors = _embed_arrays(thumbnail_encoder, arrays, show_progress_bar)
-    title_encoder = TitleEncoder(text_model, revision=text_revision, prefix=text_prefix)
-    text_vectors = title_encoder.encode(catalog.titles, show_progress_bar=show_progress_bar)
-    timings["embedding_s"] = time.perf_counter() - started
+        started = time.perf_counter()
+        thumbnail_encoder = ThumbnailEncoder(model)
+        image_vectors = _embed_arrays(thumbnail_encoder, arrays, show_progress_bar)
+        title_encoder = TitleEncoder(text_model, revision=text_revision, prefix=text_prefix)
+        text_vectors = title_encoder.encode(catalog.titles, show_progress_bar=show_progress_bar)
+        timings["embedding_s"] = time.perf_counter() - started
 
-    started = time.perf_counter()
-    indexes = {}
-    for modality, vectors in (("image", image_vectors), ("text", text_vectors)):
-        np.save(staging / FILES[f"{modality}_vectors"], vectors, allow_pickle=False)
-        index = build_index(vectors, index_key)
-        save_index(index, staging / FILES[f"{modality}_index"])
-        indexes[modality] = {"file": FILES[f"{modality}_index"], "key": index_key or "auto",
-                             "type": describe_index(index), "dimension": int(vectors.shape[1])}
-    timings["index_s"] = time.perf_counter() - started
+        started = time.perf_counter()
+        indexes = {}
+        for modality, vectors in (("image", image_vectors), ("text", text_vectors)):
+            np.save(staging / FILES[f"{modality}_vectors"], vectors, allow_pickle=False)
+            index = build_index(vectors, index_key)
+            save_index(index, staging / FILES[f"{modality}_index"])
+            indexes[modality] = {"file": FILES[f"{modality}_index"], "key": index_key or "auto",
+                                 "type": describe_index(index), "dimension": int(vectors.shape[1])}
+        timings["index_s"] = time.perf_counter() - started
 
-    manifest = write_manifest(staging, {
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "count": len(catalog),
-        "source": {"dataset": str(source), "revision": dataset_revision, "image_column": image_column,
-                   "title_column": title_column, "id_column": id_column, "skipped_rows": len(skipped),
-                   "metadata_columns": catalog.metadata_columns},
-        "text_model": {"name": title_encoder.model_name_or_path, "revision": text_revision,
-                       "prefix": title_encoder.prefix, "dimension": title_encoder.dimension},
-        "image_encoder": {"architecture": encoder_config.architecture, "dimension": thumbnail_encoder.dimension,
-                          "parameters": thumbnail_encoder.parameters, "config": asdict(encoder_config),
-                          "training": None if history is None else {**asdict(training), **history.to_dict()},
-                          "weights_reused_from": str(encoder_weights) if encoder_weights else None},
-        "indexes": indexes,
-        "fusion": {"alpha": alpha, "method": "weighted"},
-        "build": {"timings": timings, "torch": torch.__version__, "python": platform.python_version()},
-    })
-    if output.exists():
-        shutil.rmtree(output)
-    staging.rename(output)
-    return manifest
+        manifest = write_manifest(staging, {
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "count": len(catalog),
+            "source": {"dataset": str(source), "revision": dataset_revision, "image_column": image_column,
+                       "title_column": title_column, "id_column": id_column, "skipped_rows": len(skipped),
+                       "metadata_columns": catalog.metadata_columns},
+            "text_model": {"name": title_encoder.model_name_or_path, "revision": text_revision,
+                           "prefix": title_encoder.prefix, "dimension": title_encoder.dimension},
+            "image_encoder": {"architecture": encoder_config.architecture, "dimension": thumbnail_encoder.dimension,
+                              "parameters": thumbnail_encoder.parameters, "config": asdict(encoder_config),
+                              "training": None if history is None else {**asdict(training), **history.to_dict()},
+                              "weights_reused_from": str(encoder_weights) if encoder_weights else None},
+            "indexes": indexes,
+            "fusion": {"alpha": alpha, "method": "weighted"},
+            "build": {"timings": timings, "torch": torch.__version__, "python": platform.python_version()},
+        })
+        if output.exists():
+            shutil.rmtree(output)
+        staging.rename(output)
+        return manifest
+
+
+@contextmanager
+def _removed_on_failure(folder: Path) -> Iterator[None]:
+    """Delete ``folder`` if the block fails (or is interrupted), so no half-built bundle is left behind."""
+    try:
+        yield
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
 
 
 def _embed_arrays(encoder: ThumbnailEncoder, arrays: np.ndarray, show_progress_bar: bool,
