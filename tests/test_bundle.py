@@ -14,6 +14,7 @@ from huggingface_hub import ModelCard
 from recommender import BundleError, Recommender
 from recommender.autoencoder import EncoderConfig
 from recommender.bundle import FILES, FORMAT_VERSION, MANIFEST, model_card, sha256_of, write_manifest
+from recommender.fusion import DEFAULT_ALPHA
 from recommender.index import build_index, save_index
 
 from .conftest import TEST_ENCODER, HubCache
@@ -55,7 +56,7 @@ def test_manifest_describes_the_bundle(bundle_dir: Path, catalog_parquet: Path, 
     assert EncoderConfig.from_dict(manifest["image_encoder"]["config"]) == TEST_ENCODER
     assert manifest["image_encoder"]["parameters"] > 0
     assert set(manifest["indexes"]) == {"image", "text"}
-    assert manifest["fusion"]["alpha"] == 0.5
+    assert manifest["fusion"]["alpha"] == DEFAULT_ALPHA
     assert manifest["files"] == {name: sha256_of(bundle_dir / name) for name in FILES.values()}
 
 
@@ -211,11 +212,11 @@ def offline_hub(monkeypatch: pytest.MonkeyPatch, hub_cache: HubCache) -> HubCach
 
 def test_load_from_the_hub_cache(offline_hub: HubCache, recommender: Recommender) -> None:
     from_hub = Recommender.load(offline_hub.repo_id)
-    assert from_hub.default_alpha == 0.5
+    assert from_hub.default_alpha == DEFAULT_ALPHA != 0.2  # 0.2 is the old commit's
     assert np.array_equal(from_hub.image_vectors, recommender.image_vectors)
     assert answers(from_hub) == answers(recommender)
     same = Recommender.load(offline_hub.repo_id, revision="main")
-    assert same.default_alpha == 0.5
+    assert same.default_alpha == DEFAULT_ALPHA
 
 
 def test_pinned_revision_resolves_to_its_snapshot(offline_hub: HubCache) -> None:

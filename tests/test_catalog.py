@@ -84,7 +84,7 @@ def test_without_an_id_column_ids_are_source_positions_even_after_skips(tmp_path
     assert skipped_positions == {2, 4, 6, 8, 12}  # no id column, so no duplicate ids either
     expected = [position for position in range(len(records)) if position not in skipped_positions]
     assert catalog.item_ids == [str(position) for position in expected]
-    for item_id, title in zip(catalog.item_ids, catalog.titles):
+    for item_id, title in zip(catalog.item_ids, catalog.titles, strict=True):
         assert records[int(item_id)]["title"] == title
 
 

@@ -12,6 +12,7 @@ import pytest
 
 from recommender import MODES, InvalidQueryError, Recommender
 from recommender.bundle import FILES
+from recommender.fusion import RRF_K
 
 from .synthetic import catalog_records, jpeg_bytes, thumbnail
 
@@ -101,7 +102,8 @@ def test_rrf_scores_are_reciprocal_ranks(recommender: Recommender) -> None:
     text_ranks, image_ranks = ranks(recommender.text_vectors), ranks(recommender.image_vectors)
     results = recommender.recommend(item_id="vid001", mode="hybrid", k=10, fusion="rrf", alpha=0.25)
     for r in results:
-        assert r.score == pytest.approx(0.25 / (60 + text_ranks[r.row]) + 0.75 / (60 + image_ranks[r.row]), rel=1e-5)
+        expected = 0.25 / (RRF_K + text_ranks[r.row]) + 0.75 / (RRF_K + image_ranks[r.row])
+        assert r.score == pytest.approx(expected, rel=1e-5)
     assert [r.score for r in results] == sorted((r.score for r in results), reverse=True)
 
 
@@ -177,7 +179,7 @@ def test_concurrent_queries_match_sequential_ones(recommender: Recommender) -> N
     expected = [run(query) for query in queries]
     start = threading.Barrier(8)
 
-    def worker(offset: int) -> list[list[tuple]]:
+    def worker(offset: int) -> list[tuple[int, list[tuple]]]:
         start.wait()
         order = [(offset + i) % len(queries) for i in range(len(queries))] * 2
         return [(position, run(queries[position])) for position in order]

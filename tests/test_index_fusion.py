@@ -50,7 +50,7 @@ def test_approximate_indexes_are_tuned_to_agree_with_exact_search(key: str) -> N
     index = build_index(vectors, key)
     assert index.metric_type == faiss.METRIC_INNER_PRODUCT and index.ntotal == 400
     _, approximate = index.search(queries, 5)
-    recall = np.mean([len(set(a) & set(e)) / 5 for a, e in zip(approximate, exact)])
+    recall = np.mean([len(set(a) & set(e)) / 5 for a, e in zip(approximate, exact, strict=True)])
     assert recall >= 0.95
     _, self_hits = index.search(vectors[:50], 1)
     assert (self_hits[:, 0] == np.arange(50)).mean() >= 0.95  # row i is id i
@@ -62,7 +62,7 @@ def test_index_round_trip_and_hnsw_search_depth(tmp_path: Path) -> None:
         index = build_index(vectors, key)
         save_index(index, tmp_path / "index.faiss")
         loaded = load_index(tmp_path / "index.faiss", expected_count=200, expected_dimension=8)
-        for a, b in zip(index.search(vectors[:10], 7), loaded.search(vectors[:10], 7)):
+        for a, b in zip(index.search(vectors[:10], 7), loaded.search(vectors[:10], 7), strict=True):
             assert np.array_equal(a, b)
         if key.startswith("HNSW"):
             assert faiss.downcast_index(loaded).hnsw.efSearch >= HNSW_EF_SEARCH
