@@ -124,7 +124,7 @@ def crop_letterbox(image: Image.Image, threshold: int = 16, max_fraction: float 
         return image
     top = bottom = min(_first_true(rows), _first_true(rows[::-1]), int(height * max_fraction))
     left = right = min(_first_true(cols), _first_true(cols[::-1]), int(width * max_fraction))
-    if top == bottom == left == right == 0:
+    if top == left == 0:
         return image
     return image.crop((left, top, width - right, height - bottom))
 
