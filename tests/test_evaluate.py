@@ -9,6 +9,7 @@ import io
 import itertools
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ import pytest
 from PIL import Image
 
 from recommender import Recommender
-from recommender.autoencoder import EncoderConfig
+from recommender.autoencoder import BASELINE_CONFIG
 from recommender.bundle import model_card, read_manifest
 from recommender.fusion import fuse
 from recommender.metrics import (ceiling, encode_labels, ndcg_at_k, precision_at_k, random_expectation,
@@ -24,8 +25,7 @@ from recommender.metrics import (ceiling, encode_labels, ndcg_at_k, precision_at
 from recommender.ranking import fuse_batch
 
 #: The original design's architecture, shrunk so a test can train it in seconds.
-TINY_BASELINE = EncoderConfig(architecture="baseline", width=64, height=48, grayscale=True, crop_letterbox=False,
-                              channels=(4, 8, 8), latent_channels=8, pool_grid=(1, 1))
+TINY_BASELINE = replace(BASELINE_CONFIG, width=64, height=48, channels=(4, 8, 8), latent_channels=8)
 
 
 # ---------------------------------------------------------------- metrics
