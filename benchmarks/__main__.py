@@ -94,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
 
     results = Results()
     started = time.perf_counter()
+    load_before = os.getloadavg()
     if "build" in sections:
         if not args.data:
             print("error: the build section needs --data", file=sys.stderr)
@@ -163,7 +164,9 @@ def main(argv: list[str] | None = None) -> int:
 
     header = [f"# Benchmarks ({datetime.now(timezone.utc).isoformat(timespec='seconds')})", "",
               f"Code {_commit()}; bundles: ours `{pair.ours}`, baseline `{pair.baseline}`; {os.cpu_count()} CPUs, "
-              f"Python {platform.python_version()}; sections: {', '.join(sections)}; {time.perf_counter() - started:.0f} s.",
+              f"Python {platform.python_version()}; sections: {', '.join(sections)}; {time.perf_counter() - started:.0f} s; "
+              f"load average (1 min) {load_before[0]:.1f} at start, {os.getloadavg()[0]:.1f} at end "
+              "(other processes share these CPUs: timings are medians, compare within a run).",
               ""]
     lines = header + markdown_table(results.rows)
     for title, table in results.tables.items():

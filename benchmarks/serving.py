@@ -149,14 +149,20 @@ def run(ours: Path, baseline: Path | None, text_model: str | None, results: Resu
             get("baseline", "peak_rss_mib"), "MiB", "VmHWM of the process", "lower"),
     )
     if with_app and (ROOT / "app.py").is_file():
-        app = app_startup(ours, text_model, while_running=while_running)
+        try:
+            app = app_startup(ours, text_model, while_running=while_running)
+        except (RuntimeError, OSError) as error:
+            results.add(Row("serving", "app.py startup", "not measured", None, "", str(error).splitlines()[0][:120]))
+            app = {}
         measured["app"] = app
-        results.add(
-            Row("serving", "app.py: start -> page answers", app.get("page_s"), None, "s", "local bundle"),
-            Row("serving", "app.py: start -> recommender ready", app.get("ready_s"), None, "s", "'Ready in' in its log"),
-            Row("serving", "app.py: peak RSS when ready", app.get("peak_rss_after_start_mib"), None, "MiB"),
-        )
-        if app.get("peak_rss_after_queries_mib"):
+        if app:
+            results.add(
+                Row("serving", "app.py: start -> page answers", app.get("page_s"), None, "s", "local bundle"),
+                Row("serving", "app.py: start -> recommender ready", app.get("ready_s"), None, "s",
+                    "'Ready in' in its log"),
+                Row("serving", "app.py: peak RSS when ready", app.get("peak_rss_after_start_mib"), None, "MiB"),
+            )
+        if app and app.get("peak_rss_after_queries_mib"):
             results.add(Row("serving", "app.py: peak RSS after the gradio_client queries",
                             app["peak_rss_after_queries_mib"], None, "MiB"))
     results.raw["serving"] = measured
