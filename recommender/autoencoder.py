@@ -34,9 +34,18 @@ class EncoderConfig:
     height: int = 72
     grayscale: bool = False
     crop_letterbox: bool = True
-    channels: tuple[int, ...] = (32, 64, 128)
+    #: Divide out each image's brightness and contrast first: re-uploads are often brightened or darkened.
+    photometric_normalisation: bool = True
+    channels: tuple[int, ...] = (32, 64, 128, 256)
     latent_channels: int = 64
-    pool_grid: tuple[int, int] = (2, 2)
+    #: The decoder only exists to train the encoder, so it is kept thin where pixels are many.
+    decoder_channels: tuple[int, ...] = (64, 32, 16, 8)
+    #: Generalised-mean pooling exponent for the embedding (1 = average, large = max).
+    gem_p: float = 3.0
+
+    def __post_init__(self) -> None:
+        if self.architecture == "dae" and len(self.decoder_channels) != len(self.channels):
+            raise ValueError("decoder_channels needs one entry per encoder stage (each upsamples 2x).")
 
     @property
     def in_channels(self) -> int:
@@ -57,7 +66,7 @@ class EncoderConfig:
 
 BASELINE_CONFIG = EncoderConfig(
     architecture="baseline", width=480, height=360, grayscale=True, crop_letterbox=False,
-    channels=(16, 32, 64), latent_channels=64, pool_grid=(1, 1),
+    photometric_normalisation=False, channels=(16, 32, 64), latent_channels=64, decoder_channels=(32, 16),
 )
 
 
@@ -79,7 +88,12 @@ def _up_block(in_channels: int, out_channels: int) -> nn.Sequential:
 
 
 class DenoisingAutoencoder(nn.Module):
-    """Three stride-2 stages down to a ``latent_channels x H/8 x W/8`` code, mirrored back up."""
+    """Stride-2 conv stages down to a ``latent_channels x H/16 x W/16`` code, and a light decoder back up.
+
+    The embedding concatenates GeM-pooled features of every encoder stage, each L2-normalised:
+    early stages carry colour and texture, late ones layout and shapes; pooling makes them
+    tolerant of the few-percent crops and shifts that re-uploads bring.
+    """
 
     def __init__(self, config: EncoderConfig):
         super().__init__()
@@ -93,34 +107,40 @@ class DenoisingAutoencoder(nn.Module):
             previous = channels
         self.stages = nn.ModuleList(stages)
         self.to_latent = nn.Conv2d(previous, config.latent_channels, 1)
-        # Going up, each resolution gets the channel count the encoder had one stage earlier
-        # (and the full-resolution block half the stem's): the decoder only trains the encoder,
-        # so it stays cheap where pixels are many.
         ups, previous = [], config.latent_channels
-        for channels in (*reversed(config.channels[:-1]), max(config.channels[0] // 2, 4)):
+        for channels in config.decoder_channels:
             ups.append(_up_block(previous, channels))
             previous = channels
-        self.decoder = nn.Sequential(*ups, nn.Conv2d(previous, config.in_channels, 3, padding=1), nn.Sigmoid())
+        self.decoder = nn.Sequential(*ups, nn.Conv2d(previous, config.in_channels, 3, padding=1))
 
-    def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return the last stage's feature map and the latent code."""
-        features = images
+    def normalise(self, images: torch.Tensor) -> torch.Tensor:
+        """Per-image brightness/contrast normalisation (colour ratios kept); also the reconstruction target."""
+        if not self.config.photometric_normalisation:
+            return images
+        luminance = images.mean(dim=1, keepdim=True)
+        mean = luminance.mean(dim=(2, 3), keepdim=True)
+        std = luminance.std(dim=(2, 3), keepdim=True).clamp(min=0.02)
+        return (images - mean) / std
+
+    def stage_features(self, images: torch.Tensor) -> list[torch.Tensor]:
+        features, maps = self.normalise(images), []
         for stage in self.stages:
             features = stage(features)
-        return features, self.to_latent(features)
+            maps.append(features)
+        return maps
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        reconstruction = self.decoder(self.encode(images)[1])
-        if reconstruction.shape[-2:] != images.shape[-2:]:  # sizes not divisible by 8 round up on the way down
+        """Reconstruction of the (normalised) clean image from a possibly corrupted one."""
+        reconstruction = self.decoder(self.to_latent(self.stage_features(images)[-1]))
+        if reconstruction.shape[-2:] != images.shape[-2:]:  # odd sizes round up on the way down
             reconstruction = F.interpolate(reconstruction, size=images.shape[-2:], mode="bilinear", align_corners=False)
         return reconstruction
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
-        """Grid-pooled features plus a global mean: colour and coarse layout, robust to small shifts."""
-        features, latent = self.encode(images)
-        grid = F.adaptive_avg_pool2d(latent, self.config.pool_grid).flatten(1)
-        global_mean = features.mean(dim=(2, 3))
-        return torch.cat([global_mean, grid], dim=1)
+        p = self.config.gem_p
+        pooled = [F.normalize(m.clamp(min=1e-6).pow(p).mean(dim=(2, 3)).pow(1.0 / p), dim=1)
+                  for m in self.stage_features(images)]
+        return torch.cat(pooled, dim=1)
 
 
 class BaselineAutoencoder(nn.Module):
@@ -130,6 +150,7 @@ class BaselineAutoencoder(nn.Module):
         super().__init__()
         self.config = config
         c1, c2, c3 = config.channels
+        d1, d2 = config.decoder_channels
         self.features = nn.Sequential(
             nn.Conv2d(1, c1, 3, padding=1), nn.ReLU(inplace=True),
             nn.Conv2d(c1, c2, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
@@ -140,10 +161,13 @@ class BaselineAutoencoder(nn.Module):
         self.bottleneck = nn.Sequential(nn.Linear(flat, config.latent_channels), nn.ReLU(inplace=True))
         self.expand = nn.Sequential(nn.Linear(config.latent_channels, flat), nn.ReLU(inplace=True))
         self.decoder = nn.Sequential(
-            nn.ConvTranspose2d(c3, c2, 2, stride=2), nn.ReLU(inplace=True),
-            nn.ConvTranspose2d(c2, c1, 2, stride=2), nn.ReLU(inplace=True),
-            nn.Conv2d(c1, 1, 3, padding=1), nn.Sigmoid(),
+            nn.ConvTranspose2d(c3, d1, 2, stride=2), nn.ReLU(inplace=True),
+            nn.ConvTranspose2d(d1, d2, 2, stride=2), nn.ReLU(inplace=True),
+            nn.Conv2d(d2, 1, 3, padding=1), nn.Sigmoid(),
         )
+
+    def normalise(self, images: torch.Tensor) -> torch.Tensor:
+        return images
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         return self.bottleneck(self.features(images).flatten(1))
@@ -165,7 +189,7 @@ def build_autoencoder(config: EncoderConfig) -> nn.Module:
 def encoder_parameter_count(model: nn.Module) -> int:
     """Parameters used by ``embed`` (the decoder is only needed for training)."""
     if isinstance(model, DenoisingAutoencoder):
-        parts = [model.stages, model.to_latent]
+        parts = [model.stages]
     elif isinstance(model, BaselineAutoencoder):
         parts = [model.features, model.bottleneck]
     else:

@@ -23,7 +23,8 @@ from recommender.autoencoder import EncoderConfig  # noqa: E402
 from .synthetic import write_catalog_parquet, write_tiny_text_model  # noqa: E402
 
 #: Small and fast, same architecture family as the default.
-TEST_ENCODER = EncoderConfig(width=64, height=36, channels=(8, 16, 32), latent_channels=16)
+TEST_ENCODER = EncoderConfig(width=64, height=36, channels=(8, 16, 32), latent_channels=16,
+                             decoder_channels=(16, 8, 4))
 
 
 @pytest.fixture(scope="session")

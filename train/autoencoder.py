@@ -26,7 +26,7 @@ from recommender.thumbnails import decode_for, preprocess
 
 @dataclass(frozen=True)
 class TrainingConfig:
-    epochs: int = 12
+    epochs: int = 10
     batch_size: int = 32
     learning_rate: float = 2e-3
     weight_decay: float = 1e-4
@@ -129,7 +129,7 @@ def train_autoencoder(arrays: np.ndarray, encoder_config: EncoderConfig = Encode
             else:
                 inputs = clean
             reconstruction = model(inputs.contiguous(memory_format=torch.channels_last))
-            loss = F.mse_loss(reconstruction, clean)
+            loss = F.mse_loss(reconstruction, model.normalise(clean))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -160,8 +160,15 @@ def validation_loss(model: torch.nn.Module, arrays: np.ndarray, batch_size: int 
     total = 0.0
     for start in range(0, len(arrays), batch_size):
         clean = _to_float(arrays[start:start + batch_size]).contiguous(memory_format=torch.channels_last)
-        total += F.mse_loss(model(clean), clean, reduction="sum").item()
+        total += F.mse_loss(model(clean), model.normalise(clean), reduction="sum").item()
     return total / arrays.size
+
+
+def _display_range(images: torch.Tensor) -> torch.Tensor:
+    """Per-image min-max scaling: reconstructions of a normalising model live in normalised units."""
+    low = images.amin(dim=(1, 2, 3), keepdim=True)
+    high = images.amax(dim=(1, 2, 3), keepdim=True)
+    return (images - low) / (high - low).clamp(min=1e-6)
 
 
 def plot_loss_curve(history: TrainingHistory, path: Path) -> None:
@@ -174,7 +181,7 @@ def plot_loss_curve(history: TrainingHistory, path: Path) -> None:
     figure, axis = plt.subplots(figsize=(6, 4))
     axis.plot(epochs, history.train_loss, marker="o", label="train (corrupted input)")
     axis.plot(epochs, history.validation_loss, marker="o", label="validation (clean input)")
-    axis.set(xlabel="epoch", ylabel="reconstruction MSE", title="Thumbnail autoencoder training")
+    axis.set(xlabel="epoch", ylabel="reconstruction MSE (normalised units)", title="Thumbnail autoencoder training")
     axis.grid(alpha=0.3)
     axis.legend()
     figure.tight_layout()
@@ -194,7 +201,7 @@ def plot_reconstructions(model: torch.nn.Module, arrays: np.ndarray, config: Tra
     count = min(count, len(arrays))
     clean = _to_float(arrays[:count])
     corrupted = corrupt(clean, config, torch.Generator().manual_seed(config.seed)) if config.denoising else clean
-    reconstructed = model.eval()(corrupted.contiguous(memory_format=torch.channels_last))
+    reconstructed = _display_range(model.eval()(corrupted.contiguous(memory_format=torch.channels_last)))
     figure, axes = plt.subplots(3, count, figsize=(2.2 * count, 4.2), squeeze=False)
     for row, (label, batch) in enumerate((("input", clean), ("corrupted", corrupted), ("reconstructed", reconstructed))):
         for column in range(count):
