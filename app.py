@@ -1,0 +1,53 @@
+"""Entry point of the app and of the Hugging Face Space (Spaces run ``python app.py``).
+
+The page comes up at once; the bundle loads (or, at a first start with no bundle, is built)
+in the background while the page shows progress. Importing this module does nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from recommender.catalog import DEFAULT_DATASET
+from recommender.startup import ENV_BUNDLE, ENV_REVISION, ENV_TEXT_MODEL, Startup, plan_bundle
+
+#: Training budget for a bundle built at first start, so a Space comes up within minutes, not hours.
+STARTUP_BUILD_SECONDS = 900
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Serve the video recommender as a Gradio app.",
+        epilog=f"Bundle order: --bundle, then ${ENV_BUNDLE}, then ./bundle, then build ./bundle from --dataset.",
+    )
+    parser.add_argument("--bundle", help=f"local bundle folder or Hub repo id (default: ${ENV_BUNDLE}, then ./bundle)")
+    parser.add_argument("--revision", help=f"Hub revision of the bundle repo (default: ${ENV_REVISION})")
+    parser.add_argument("--text-model", default=os.environ.get(ENV_TEXT_MODEL),
+                        help=f"override the bundle's text model, e.g. a local copy for offline use (${ENV_TEXT_MODEL})")
+    parser.add_argument("--dataset", default=DEFAULT_DATASET,
+                        help=f"dataset to build ./bundle from when there is no bundle (default: {DEFAULT_DATASET})")
+    parser.add_argument("--build-seconds", type=float, default=STARTUP_BUILD_SECONDS,
+                        help="training time budget when building at startup (default: %(default)s)")
+    parser.add_argument("--host", help="address to listen on (default: $GRADIO_SERVER_NAME, else 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port (default: $GRADIO_SERVER_PORT, else 7860)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from recommender.ui import create_app, launch  # gradio import is slow: only once arguments are valid
+    from train.autoencoder import TrainingConfig
+
+    plan = plan_bundle(args.bundle, args.revision, os.environ, dataset=args.dataset)
+    print(f"Bundle: {plan.describe()}", flush=True)
+    startup = Startup(plan, text_model=args.text_model,
+                      build_options={"training": TrainingConfig(time_budget_s=args.build_seconds)}).start()
+    launch(create_app(startup), server_name=args.host, server_port=args.port)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,157 @@
+"""Which bundle the app serves, and loading it in the background so the page can show progress.
+
+Order: an explicit ``--bundle`` / ``RECOMMENDER_BUNDLE`` (local folder or Hub repo id, with
+``--revision`` / ``RECOMMENDER_BUNDLE_REVISION``), then ``./bundle``, then building ``./bundle``
+from the default dataset. Loading (a Hub download, a model download, or a whole build) runs in a
+thread while the web page is already up and polls :meth:`Startup.status`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm.std import tqdm
+
+from .bundle import DEFAULT_BUNDLE_DIR, MANIFEST
+from .catalog import DEFAULT_DATASET
+from .engine import Recommender
+from .errors import RecommenderError
+
+logger = logging.getLogger(__name__)
+
+ENV_BUNDLE = "RECOMMENDER_BUNDLE"
+ENV_REVISION = "RECOMMENDER_BUNDLE_REVISION"
+ENV_TEXT_MODEL = "RECOMMENDER_TEXT_MODEL"
+
+
+class NotReadyError(RecommenderError):
+    """The recommender is still loading (or failed to load); the message says which."""
+
+
+@dataclass(frozen=True)
+class BundlePlan:
+    """Where the bundle comes from and why that one was chosen (printed at startup, shown in the banner)."""
+
+    source: str
+    revision: str | None
+    reason: str
+    build_from: str | None = None  # a dataset to build ``source`` from first
+
+    def describe(self) -> str:
+        at = f"@{self.revision}" if self.revision else ""
+        if self.build_from:
+            return f"building {self.source} from {self.build_from} ({self.reason})"
+        return f"{self.source}{at} ({self.reason})"
+
+
+def plan_bundle(bundle: str | None = None, revision: str | None = None, environ: Mapping[str, str] | None = None,
+                default_dir: Path = DEFAULT_BUNDLE_DIR, dataset: str = DEFAULT_DATASET) -> BundlePlan:
+    """Apply the startup order; pure, so tests can check it without loading anything."""
+    environ = {} if environ is None else environ
+    revision = revision or environ.get(ENV_REVISION) or None
+    if bundle:
+        return BundlePlan(str(bundle), revision, "--bundle")
+    if environ.get(ENV_BUNDLE):
+        return BundlePlan(environ[ENV_BUNDLE], revision, f"${ENV_BUNDLE}")
+    if (Path(default_dir) / MANIFEST).is_file():
+        return BundlePlan(str(default_dir), None, f"found ./{Path(default_dir).as_posix()}")
+    return BundlePlan(str(default_dir), None, f"no bundle given and none in ./{Path(default_dir).as_posix()}",
+                      build_from=dataset)
+
+
+class Startup:
+    """Holds the recommender once it is loaded; until then, says what is happening."""
+
+    def __init__(self, plan: BundlePlan, text_model: str | None = None, build_options: dict | None = None):
+        self.plan = plan
+        self.text_model = text_model
+        self.build_options = build_options or {}
+        self._recommender: Recommender | None = None
+        self._error: str | None = None
+        self._stage = "waiting to start"
+        self._started = time.monotonic()
+        self._done = threading.Event()
+
+    @classmethod
+    def loaded(cls, recommender: Recommender, description: str = "given in-process") -> Startup:
+        """A startup that is already finished, for tests and embedding the app in other code."""
+        startup = cls(BundlePlan(description, None, "in-process"))
+        startup._recommender = recommender
+        startup._done.set()
+        return startup
+
+    def start(self) -> Startup:
+        threading.Thread(target=self._run, name="recommender-startup", daemon=True).start()
+        return self
+
+    def _run(self) -> None:
+        try:
+            if self.plan.build_from:
+                self._build()
+            self._stage = f"loading bundle {self.plan.source}"
+            logger.info("Loading bundle %s", self.plan.describe())
+            self._recommender = Recommender.load(self.plan.source, revision=self.plan.revision,
+                                                 text_model=self.text_model)
+            logger.info("Ready in %.0f s: %s", time.monotonic() - self._started, self._recommender.info())
+        except Exception as error:
+            self._error = str(error) if isinstance(error, RecommenderError) else f"{type(error).__name__}: {error}"
+            logger.exception("Startup failed")
+        finally:
+            self._done.set()
+
+    def _build(self) -> None:
+        from train.build import build_bundle  # the offline pipeline is only imported when a build is needed
+
+        self._stage = f"building a bundle from {self.plan.build_from} (first start; this takes a while)"
+        logger.info("No bundle found: building %s from %s", self.plan.source, self.plan.build_from)
+        options = {"text_model": self.text_model} if self.text_model else {}
+        build_bundle(self.plan.build_from, self.plan.source, **options, **self.build_options)
+
+    def wait(self, timeout: float | None = None) -> Recommender:
+        """Block until loading ends; the recommender, or :class:`NotReadyError` with the reason."""
+        self._done.wait(timeout)
+        return self.get()
+
+    def get(self) -> Recommender:
+        if self._recommender is not None:
+            return self._recommender
+        raise NotReadyError(self.status_line())
+
+    @property
+    def ready(self) -> bool:
+        return self._recommender is not None
+
+    @property
+    def failed(self) -> bool:
+        return self._error is not None
+
+    def status_line(self) -> str:
+        """One human line: still loading (with the current progress bar), failed, or ready."""
+        if self._error is not None:
+            return f"Startup failed: {self._error}"
+        if self._recommender is not None:
+            return "Ready."
+        elapsed = time.monotonic() - self._started
+        line = f"Still starting ({elapsed:.0f} s): {self._stage}."
+        progress = current_progress()
+        return f"{line} {progress}" if progress else line
+
+
+def current_progress() -> str | None:
+    """The newest live tqdm bar in this process (datasets, Hub downloads, training epochs), as text.
+
+    Reads the bars instead of patching tqdm, so every library's progress shows up unchanged.
+    """
+    with tqdm.get_lock():
+        bars = [bar for bar in getattr(tqdm, "_instances", ()) if not getattr(bar, "disable", True)]
+    if not bars:
+        return None
+    info = max(bars, key=lambda bar: bar.start_t).format_dict
+    done, total = info.get("n", 0), info.get("total")
+    amount = f"{done:,.0f}/{total:,.0f} ({done / total:.0%})" if total else f"{done:,.0f}"
+    return f"{info.get('prefix') or 'Working'}: {amount}"
