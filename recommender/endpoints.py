@@ -1,0 +1,167 @@
+"""The functions behind the app's API endpoints: engine results as (gallery, JSON) pairs.
+
+Every endpoint returns a gallery (catalog thumbnails served as the original files, captioned)
+and a JSON-friendly dict with the same results, so ``gradio_client`` callers get data, not
+pictures. Every failure becomes a ``gr.Error`` with a message meant for the person who sent the
+query; unexpected ones are logged with their traceback and reported without it.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import random
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import gradio as gr
+
+from .engine import Recommendations, Recommender
+from .errors import RecommenderError
+from .startup import Startup
+from .titles import MAX_TITLE_CHARS
+
+logger = logging.getLogger(__name__)
+
+#: Catalog items per browse / search / shuffle page.
+CATALOG_PAGE = 24
+
+Gallery = list[tuple[str, str]]
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def user_errors(function: F) -> F:
+    """Turn exceptions into ``gr.Error`` so the page shows a message and the API raises it, never a traceback."""
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except gr.Error:
+            raise
+        except RecommenderError as error:
+            raise gr.Error(str(error), title="Cannot do that", print_exception=False) from None
+        except Exception:
+            logger.exception("Unexpected error in %s", function.__name__)
+            raise gr.Error("Something went wrong on the server; it logged the details. Try another query.",
+                           print_exception=False) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def jsonable(value: Any) -> Any:
+    """Metadata straight from parquet can hold dates or numpy scalars; make it plain JSON."""
+    return json.loads(json.dumps(value, ensure_ascii=False, default=str))
+
+
+def image_path(payload: Any) -> str | None:
+    """The uploaded file's path from an unprocessed ``gr.Image`` payload (a FileData dict) or a plain path."""
+    if payload is None or payload == "":
+        return None
+    if isinstance(payload, dict):
+        return payload.get("path")
+    return str(payload)
+
+
+def blank_to_none(text: Any) -> Any:
+    """An empty title box is no title (so the engine can say which input is missing)."""
+    return None if isinstance(text, str) and not text.strip() else text
+
+
+class Endpoints:
+    """One method per API endpoint, all reading the recommender from a :class:`Startup`."""
+
+    def __init__(self, startup: Startup):
+        self.startup = startup
+
+    @property
+    def recommender(self) -> Recommender:
+        return self.startup.get()
+
+    # -- recommendations ------------------------------------------------------------------------
+    @user_errors
+    def recommend(self, image: Any = None, title: str | None = None, mode: str = "hybrid", k: float = 8,
+                  alpha: float | None = None, fusion: str = "weighted") -> tuple[Gallery, dict]:
+        """Recommend from an uploaded thumbnail and/or a typed title."""
+        title = blank_to_none(title)
+        path = image_path(image)
+        results = self.recommender.recommend(image=path, title=title, mode=mode, k=k, alpha=alpha, fusion=fusion)
+        query = {"type": "upload", "title": title, "image": Path(path).name if path else None}
+        return self._answer(results, query, mode, alpha, fusion)
+
+    @user_errors
+    def recommend_item(self, item_id: str, mode: str = "hybrid", k: float = 8, alpha: float | None = None,
+                       fusion: str = "weighted") -> tuple[Gallery, dict]:
+        """Recommend from a catalog item (which never recommends itself)."""
+        row = self._row(item_id)
+        results = self.recommender.recommend(item_id=str(item_id).strip(), mode=mode, k=k, alpha=alpha,
+                                             fusion=fusion)
+        query = {"type": "item", **self._item(row)}
+        return self._answer(results, query, mode, alpha, fusion)
+
+    def _answer(self, results: Recommendations, query: dict, mode: str, alpha: float | None,
+                fusion: str) -> tuple[Gallery, dict]:
+        for note in results.notes:
+            gr.Warning(note)
+        catalog = self.recommender.catalog
+        gallery = [(str(catalog.image_path(r.row)), f"{r.rank}. {r.title} · {r.score:.3f}") for r in results]
+        used_alpha = self.recommender.default_alpha if alpha is None else float(alpha)
+        data = {
+            "query": query,
+            "requested_mode": mode,
+            "mode": results.mode,
+            "alpha": used_alpha if results.mode == "hybrid" else None,
+            "fusion": fusion if results.mode == "hybrid" else None,
+            "notes": list(results.notes),
+            "results": [{key: value for key, value in r.to_dict().items() if key != "row"} for r in results],
+        }
+        return gallery, jsonable(data)
+
+    # -- catalog --------------------------------------------------------------------------------
+    @user_errors
+    def search_catalog(self, query: str | None = None) -> tuple[Gallery, dict]:
+        """Catalog items whose title contains ``query`` (an empty query browses from the start)."""
+        query = query or ""
+        if len(query) > MAX_TITLE_CHARS:
+            raise gr.Error(f"Search text is {len(query):,} characters long; the limit is {MAX_TITLE_CHARS:,}.",
+                           title="Cannot do that", print_exception=False)
+        catalog = self.recommender.catalog
+        rows = catalog.search(query, limit=len(catalog))
+        return self._page(rows[:CATALOG_PAGE], {"query": query, "matches": len(rows)})
+
+    @user_errors
+    def shuffle_catalog(self) -> tuple[Gallery, dict]:
+        """A random page of the catalog, to wander somewhere new."""
+        count = len(self.recommender.catalog)
+        rows = sorted(random.Random().sample(range(count), min(CATALOG_PAGE, count)))
+        return self._page(rows, {"query": None, "matches": count})
+
+    def _page(self, rows: list[int], header: dict) -> tuple[Gallery, dict]:
+        catalog = self.recommender.catalog
+        gallery = [(str(catalog.image_path(row)), catalog.titles[row]) for row in rows]
+        return gallery, jsonable({**header, "shown": len(rows), "items": [self._item(row) for row in rows]})
+
+    def _row(self, item_id: Any) -> int:
+        if item_id is None or not str(item_id).strip():
+            raise gr.Error("Pick a catalog item first (browse, search or shuffle the catalog), or type its id.",
+                           title="No item", print_exception=False)
+        return self.recommender.catalog.row_of(item_id)
+
+    def _item(self, row: int) -> dict:
+        catalog = self.recommender.catalog
+        return {"item_id": catalog.item_ids[row], "title": catalog.titles[row], "metadata": catalog.metadata(row)}
+
+    # -- status ---------------------------------------------------------------------------------
+    def info(self) -> dict:
+        """What is loaded (catalog size, models, index types) and where the bundle came from."""
+        if not self.startup.ready:
+            return {"ready": False, "status": self.startup.status_line(), "bundle": self.startup.plan.describe()}
+        return jsonable({"ready": True, "bundle": self.startup.plan.describe(), **self.recommender.info()})
+
+    @user_errors
+    def item_preview(self, item_id: str) -> tuple[str, dict]:
+        """Thumbnail path and description of a catalog item, for the query panel."""
+        row = self._row(item_id)
+        return str(self.recommender.catalog.image_path(row)), self._item(row)
