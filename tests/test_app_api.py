@@ -1,0 +1,353 @@
+"""The app's API, called with the real ``gradio_client`` against the real app on a local port.
+
+Covers every documented endpoint, the startup order, and every kind of bad input the README
+promises a clear message for; after each bad input the server must still answer.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import gradio as gr
+import httpx
+import pytest
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+from PIL import Image
+
+from recommender import Recommender
+from recommender.endpoints import CATALOG_PAGE, Endpoints
+from recommender.startup import ENV_BUNDLE, ENV_REVISION, BundlePlan, Startup, plan_bundle
+from recommender.ui import MAX_UPLOAD_BYTES, create_app, launch
+
+from .conftest import HubCache
+from .synthetic import CHANNELS, jpeg_bytes, thumbnail
+
+ROOT = Path(__file__).resolve().parents[1]
+ENDPOINTS = {"/recommend", "/recommend_item", "/search_catalog", "/shuffle_catalog", "/info"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def serve(recommender: Recommender) -> Iterator[str]:
+    """The real app on a free local port, closed afterwards."""
+    demo = create_app(recommender)
+    _, url, _ = launch(demo, server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
+    try:
+        yield url
+    finally:
+        demo.close()
+
+
+@pytest.fixture(scope="session")
+def recommender(bundle_dir: Path, text_model: Path) -> Recommender:
+    return Recommender.load(bundle_dir, text_model=str(text_model))
+
+
+@pytest.fixture(scope="module")
+def url(recommender: Recommender) -> Iterator[str]:
+    with serve(recommender) as address:
+        yield address
+
+
+@pytest.fixture(scope="module")
+def client(url: str, tmp_path_factory: pytest.TempPathFactory) -> Client:
+    return Client(url, verbose=False, download_files=str(tmp_path_factory.mktemp("downloads")))
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Query images of every awkward kind, written as files the client uploads."""
+    folder = tmp_path_factory.mktemp("queries")
+    style = CHANNELS["Crafts"]
+    base = thumbnail(style["colour"], style["shape"], seed=7, letterbox=True)
+    files: dict[str, bytes] = {
+        "good.jpg": jpeg_bytes(base),
+        "not-an-image.jpg": b"this is a text file pretending to be a JPEG\n" * 20,
+        "truncated.jpg": jpeg_bytes(base)[:2000],
+        "empty.png": b"",
+        "bomb.png": decompression_bomb(50_000, 50_000),
+        "rgba.png": encoded(base.convert("RGBA"), "PNG"),
+        "palette.png": encoded(base.convert("P"), "PNG"),
+        "cmyk.jpg": encoded(base.convert("CMYK"), "JPEG"),
+        "grey.png": encoded(base.convert("L"), "PNG"),
+    }
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    frames = [base, thumbnail(style["colour"], style["shape"], seed=8)]
+    frames[0].save(folder / "animated.gif", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    (folder / "oversized.jpg").write_bytes(b"\xff\xd8" + bytes(MAX_UPLOAD_BYTES + 1024))
+    return {path.name: path for path in folder.iterdir()}
+
+
+def encoded(image: Image.Image, format: str) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format)
+    return buffer.getvalue()
+
+
+def decompression_bomb(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims ``width`` x ``height`` pixels (decoding it would need gigabytes)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    pixels = zlib.compress(b"\0" * 64)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+
+
+def result_ids(data: dict) -> list[str]:
+    return [result["item_id"] for result in data["results"]]
+
+
+# -- the documented endpoints ---------------------------------------------------------------------
+def test_every_documented_endpoint_is_named(client: Client) -> None:
+    named = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
+    assert ENDPOINTS <= named
+
+
+def test_info_describes_what_is_loaded(client: Client, recommender: Recommender) -> None:
+    info = client.predict(api_name="/info")
+    assert info["ready"] is True
+    assert info["items"] == len(recommender.catalog)
+    assert info["text_index"] and info["image_index"] and info["text_model"] and info["image_encoder"]
+
+
+@pytest.mark.parametrize("mode", ["image", "text", "hybrid"])
+def test_recommend_matches_the_engine(client: Client, recommender: Recommender, images: dict[str, Path],
+                                      mode: str) -> None:
+    title = "paper plane tutorial for kids"
+    gallery, data = client.predict(image=handle_file(images["good.jpg"]), title=title, mode=mode, k=5, alpha=0.3,
+                                   fusion="weighted", api_name="/recommend")
+    expected = recommender.recommend(image=images["good.jpg"], title=title, mode=mode, k=5, alpha=0.3)
+    assert data["mode"] == mode and data["notes"] == []
+    assert result_ids(data) == [r.item_id for r in expected]
+    assert [r["score"] for r in data["results"]] == pytest.approx([r.score for r in expected], abs=1e-5)
+    assert [r["metadata"]["channel"] for r in data["results"]] == [r.metadata["channel"] for r in expected]
+    assert len(gallery) == 5 and gallery[0]["caption"].startswith(f"1. {expected[0].title}")
+
+
+def test_gallery_serves_the_original_catalog_files(client: Client, recommender: Recommender) -> None:
+    gallery, data = client.predict(title="phone camera test", mode="text", k=3, api_name="/recommend")
+    for entry, result in zip(gallery, data["results"]):
+        row = recommender.catalog.row_of(result["item_id"])
+        assert Path(entry["image"]).read_bytes() == recommender.catalog.image_bytes(row)
+
+
+def test_hybrid_with_only_a_title_says_it_fell_back(client: Client) -> None:
+    _, data = client.predict(title="diy paper flowers", mode="hybrid", k=4, api_name="/recommend")
+    assert data["requested_mode"] == "hybrid" and data["mode"] == "text"
+    assert data["notes"] and "title" in data["notes"][0]
+
+
+def test_defaults_apply_when_parameters_are_left_out(client: Client, recommender: Recommender) -> None:
+    _, data = client.predict(title="new phone unboxing", api_name="/recommend")
+    assert data["mode"] == "text" and len(data["results"]) == 8
+
+
+@pytest.mark.parametrize("name", ["rgba.png", "palette.png", "cmyk.jpg", "grey.png", "animated.gif"])
+def test_unusual_image_modes_are_converted_not_refused(client: Client, images: dict[str, Path], name: str) -> None:
+    gallery, data = client.predict(image=handle_file(images[name]), mode="image", k=3, api_name="/recommend")
+    assert len(gallery) == 3 and data["query"]["image"]
+
+
+def test_recommend_item_never_returns_the_item(client: Client, recommender: Recommender) -> None:
+    item = recommender.catalog.item_ids[9]
+    gallery, data = client.predict(item_id=item, mode="hybrid", k=6, alpha=0.5, fusion="rrf",
+                                   api_name="/recommend_item")
+    expected = recommender.recommend(item_id=item, mode="hybrid", k=6, alpha=0.5, fusion="rrf")
+    assert result_ids(data) == [r.item_id for r in expected] and item not in result_ids(data)
+    assert data["query"] == {"type": "item", "item_id": item, "title": recommender.catalog.titles[9],
+                             "metadata": recommender.catalog.metadata(9)}
+    assert data["fusion"] == "rrf" and len(gallery) == 6
+
+
+def test_search_catalog(client: Client, recommender: Recommender) -> None:
+    gallery, data = client.predict(query="PAPER", api_name="/search_catalog")
+    expected = [row for row, title in enumerate(recommender.catalog.titles) if "paper" in title]
+    assert data["matches"] == len(expected) == len(gallery) == len(data["items"]) > 0
+    assert [item["item_id"] for item in data["items"]] == [recommender.catalog.item_ids[row] for row in expected]
+    _, nothing = client.predict(query="no such title anywhere", api_name="/search_catalog")
+    assert nothing["matches"] == 0 and nothing["items"] == []
+    browse, everything = client.predict(query="", api_name="/search_catalog")
+    assert everything["matches"] == len(recommender.catalog) and len(browse) == CATALOG_PAGE
+
+
+def test_shuffle_catalog_gives_a_page_of_real_items(client: Client, recommender: Recommender) -> None:
+    gallery, data = client.predict(api_name="/shuffle_catalog")
+    ids = [item["item_id"] for item in data["items"]]
+    assert len(gallery) == len(ids) == len(set(ids)) == min(CATALOG_PAGE, len(recommender.catalog))
+    assert set(ids) <= set(recommender.catalog.item_ids)
+
+
+# -- bad input: a clear message, never a traceback, and the server keeps serving ----------------------
+BAD_QUERIES = {
+    "not an image": ({"image": "not-an-image.jpg", "mode": "image"}, "not an image"),
+    "truncated JPEG": ({"image": "truncated.jpg", "mode": "image"}, "truncated"),
+    "empty file": ({"image": "empty.png", "mode": "image"}, "empty"),
+    "decompression bomb": ({"image": "bomb.png", "mode": "hybrid", "title": "paper"}, "pixels"),
+    "empty title in text mode": ({"title": "", "mode": "text"}, "needs a title"),
+    "whitespace title in text mode": ({"title": "   \t ", "mode": "text"}, "needs a title"),
+    "10,000-character title": ({"title": "a" * 10_000, "mode": "text"}, "10,000 characters"),
+    "no query at all": ({"mode": "hybrid"}, "Give a thumbnail, a title"),
+    "image mode without an image": ({"title": "paper", "mode": "image"}, "needs a thumbnail"),
+    "k = 0": ({"title": "paper", "mode": "text", "k": 0}, "k must be a whole number from 1 to 100"),
+    "k = 101": ({"title": "paper", "mode": "text", "k": 101}, "k must be a whole number from 1 to 100"),
+    "k = 2.5": ({"title": "paper", "mode": "text", "k": 2.5}, "k must be a whole number"),
+    "alpha < 0": ({"title": "paper", "mode": "text", "alpha": -0.1}, "between 0 and 1"),
+    "alpha > 1": ({"title": "paper", "mode": "text", "alpha": 1.5}, "between 0 and 1"),
+    "unknown mode": ({"title": "paper", "mode": "audio"}, "Unknown mode 'audio'"),
+    "unknown fusion": ({"title": "paper", "mode": "text", "fusion": "max"}, "Unknown fusion 'max'"),
+}
+
+
+def assert_clear_error(error: pytest.ExceptionInfo, expected: str) -> None:
+    message = str(error.value)
+    assert expected.lower() in message.lower(), message
+    assert "Traceback" not in message and 'File "' not in message
+
+
+def assert_still_serving(client: Client) -> None:
+    _, data = client.predict(title="paper plane tutorial", mode="text", k=2, api_name="/recommend")
+    assert len(data["results"]) == 2
+
+
+@pytest.mark.parametrize("case", list(BAD_QUERIES))
+def test_bad_query_gives_a_clear_error(client: Client, images: dict[str, Path], case: str) -> None:
+    arguments, expected = BAD_QUERIES[case]
+    if "image" in arguments:
+        arguments = {**arguments, "image": handle_file(images[arguments["image"]])}
+    with pytest.raises(AppError) as error:
+        client.predict(**arguments, api_name="/recommend")
+    assert_clear_error(error, expected)
+    assert_still_serving(client)
+
+
+@pytest.mark.parametrize(("item_id", "expected"), [("no-such-id", "Unknown item id"), ("", "Pick a catalog item"),
+                                                   ("vid000", "k must be")])
+def test_bad_item_query_gives_a_clear_error(client: Client, item_id: str, expected: str) -> None:
+    with pytest.raises(AppError) as error:
+        client.predict(item_id=item_id, k=500 if item_id == "vid000" else 8, api_name="/recommend_item")
+    assert_clear_error(error, expected)
+    assert_still_serving(client)
+
+
+def test_overlong_search_gives_a_clear_error(client: Client) -> None:
+    with pytest.raises(AppError) as error:
+        client.predict(query="x" * 10_000, api_name="/search_catalog")
+    assert_clear_error(error, "limit is 1,000")
+
+
+def test_uploads_over_the_cap_are_refused(client: Client, url: str, images: dict[str, Path]) -> None:
+    with pytest.raises(ValueError, match="exceeds the maximum file size"):  # gradio_client checks before sending
+        client.predict(image=handle_file(images["oversized.jpg"]), mode="image", api_name="/recommend")
+    with open(images["oversized.jpg"], "rb") as handle:  # and the server refuses a client that does not
+        response = httpx.post(f"{url.rstrip('/')}/gradio_api/upload", files={"files": handle}, timeout=60)
+    assert response.status_code == 413 and "maximum" in response.text.lower()
+    assert_still_serving(client)
+
+
+# -- startup ----------------------------------------------------------------------------------------
+def test_startup_order(tmp_path: Path) -> None:
+    default = tmp_path / "bundle"
+    environ = {ENV_BUNDLE: "someone/bundle", ENV_REVISION: "v2"}
+    assert plan_bundle("given", "v1", environ, default) == BundlePlan("given", "v1", "--bundle")
+    assert plan_bundle(None, None, environ, default) == BundlePlan("someone/bundle", "v2", f"${ENV_BUNDLE}")
+    built = plan_bundle(None, None, {}, default, dataset="owner/data")
+    assert built.build_from == "owner/data" and built.source == str(default)
+    default.mkdir()
+    (default / "manifest.json").write_text("{}")
+    assert plan_bundle(None, None, {}, default).build_from is None
+    assert plan_bundle(None, None, {}, default).source == str(default)
+
+
+def test_startup_loads_a_hub_repo_at_the_revision_from_the_environment(
+        monkeypatch: pytest.MonkeyPatch, hub_cache: HubCache, text_model: Path) -> None:
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(hub_cache.cache_dir))
+    environ = {ENV_BUNDLE: hub_cache.repo_id, ENV_REVISION: hub_cache.old_commit}
+    plan = plan_bundle(None, None, environ)
+    recommender = Startup(plan, text_model=str(text_model)).start().wait(timeout=120)
+    assert plan.describe() == f"{hub_cache.repo_id}@{hub_cache.old_commit} (${ENV_BUNDLE})"
+    assert recommender.default_alpha == 0.2  # only the old commit has this alpha
+
+
+def test_endpoints_say_when_still_starting_or_failed(tmp_path: Path) -> None:
+    waiting = Endpoints(Startup(BundlePlan("bundle", None, "test")))
+    assert waiting.info()["ready"] is False
+    with pytest.raises(gr.Error, match="Still starting"):
+        waiting.recommend(title="paper", mode="text")
+    failed = Startup(BundlePlan(str(tmp_path / "missing"), None, "test")).start()
+    with pytest.raises(Exception, match="neither a local folder nor a Hub repo id"):
+        failed.wait(timeout=60)
+    with pytest.raises(gr.Error, match="Startup failed"):
+        Endpoints(failed).search_catalog("paper")
+
+
+def test_builds_a_bundle_when_there_is_none(tmp_path: Path, catalog_parquet: Path, text_model: Path) -> None:
+    from train.autoencoder import TrainingConfig
+
+    from .conftest import TEST_ENCODER
+
+    plan = plan_bundle(None, None, {}, tmp_path / "bundle", dataset=str(catalog_parquet))
+    options = {"encoder_config": TEST_ENCODER, "training": TrainingConfig(epochs=1, batch_size=16),
+               "show_progress_bar": False}
+    startup = Startup(plan, text_model=str(text_model), build_options=options).start()
+    recommender = startup.wait(timeout=300)
+    assert (tmp_path / "bundle" / "manifest.json").is_file() and len(recommender.catalog) == 32
+    assert Endpoints(startup).info()["bundle"].startswith(f"building {tmp_path / 'bundle'}")
+
+
+def test_python_app_py_serves_a_local_bundle_offline(bundle_dir: Path, text_model: Path) -> None:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "app.py", "--bundle", str(bundle_dir), "--text-model", str(text_model), "--port", str(port),
+         "--host", "127.0.0.1"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"})
+    try:
+        first_line = process.stdout.readline()
+        assert first_line.strip() == f"Bundle: {bundle_dir} (--bundle)"
+        client = wait_for_client(f"http://127.0.0.1:{port}/", process)
+        info = wait_until_ready(client)
+        assert info["items"] == 32 and info["bundle"] == f"{bundle_dir} (--bundle)"
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def wait_for_client(url: str, process: subprocess.Popen, attempts: int = 240) -> Client:
+    for _ in range(attempts):
+        assert process.poll() is None, process.stdout.read()
+        try:
+            return Client(url, verbose=False)
+        except Exception:  # noqa: BLE001 - not listening yet
+            time.sleep(0.5)
+    raise AssertionError(f"{url} never came up")
+
+
+def wait_until_ready(client: Client, attempts: int = 240) -> dict:
+    for _ in range(attempts):
+        info = client.predict(api_name="/info")
+        if info["ready"]:
+            return info
+        assert "failed" not in info["status"], info["status"]
+        time.sleep(0.5)
+    raise AssertionError("the app never became ready")
