@@ -1,0 +1,156 @@
+"""Load test: concurrent ``gradio_client`` callers sending mixed-mode requests to the app.
+
+Passes when no request fails and every answer under load equals the answer to the same query
+sent alone (same items in the same order, scores within 1e-5): concurrency must not leak state
+between requests. Exits non-zero otherwise.
+
+    python -m benchmarks.load_test --bundle /tmp/realbundle --text-model PATH      # 8 callers x 25 requests
+    python -m benchmarks.load_test --url http://127.0.0.1:7860/ --callers 16
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .latency_gradio import Query, add_app_arguments, app_from, percentiles, sample_queries
+
+SCORE_TOLERANCE = 1e-5
+
+
+@dataclass(frozen=True)
+class Request:
+    kind: str
+    query: Query
+
+
+def call(client, request: Request, k: int) -> dict:
+    """Send one request; its JSON answer."""
+    from gradio_client import handle_file
+
+    query = request.query
+    calls: dict[str, Callable[[], tuple]] = {
+        "text": lambda: client.predict(title=query.title, mode="text", k=k, api_name="/recommend"),
+        "image": lambda: client.predict(image=handle_file(query.image), mode="image", k=k, api_name="/recommend"),
+        "hybrid": lambda: client.predict(image=handle_file(query.image), title=query.title, mode="hybrid", k=k,
+                                         api_name="/recommend"),
+        "hybrid rrf": lambda: client.predict(image=handle_file(query.image), title=query.title, mode="hybrid", k=k,
+                                             fusion="rrf", alpha=0.3, api_name="/recommend"),
+        "item text": lambda: client.predict(item_id=query.item_id, mode="text", k=k, api_name="/recommend_item"),
+        "item image": lambda: client.predict(item_id=query.item_id, mode="image", k=k, api_name="/recommend_item"),
+        "item hybrid": lambda: client.predict(item_id=query.item_id, mode="hybrid", k=k, api_name="/recommend_item"),
+    }
+    return calls[request.kind]()[1]
+
+
+KINDS = ("text", "image", "hybrid", "hybrid rrf", "item text", "item image", "item hybrid")
+
+
+def plan(queries: list[Query], callers: int, per_caller: int) -> list[list[Request]]:
+    """Each caller's requests: kinds and queries spread so that callers send different things at once."""
+    return [[Request(KINDS[(caller + step) % len(KINDS)], queries[(caller * per_caller + step) % len(queries)])
+             for step in range(per_caller)] for caller in range(callers)]
+
+
+def same(answer: dict, reference: dict) -> float | None:
+    """Largest score difference if the answers rank the same items in the same order, else ``None``."""
+    ids = [r["item_id"] for r in answer["results"]]
+    if ids != [r["item_id"] for r in reference["results"]] or answer["mode"] != reference["mode"]:
+        return None
+    return max((abs(a["score"] - b["score"]) for a, b in zip(answer["results"], reference["results"], strict=True)),
+               default=0.0)
+
+
+@dataclass
+class Outcome:
+    request: Request
+    seconds: float
+    answer: dict | None = None
+    error: str | None = None
+
+
+def run_concurrently(url: str, requests: list[list[Request]], k: int) -> tuple[list[Outcome], float]:
+    """All callers at once, each with its own client, released together; outcomes and wall time."""
+    from gradio_client import Client
+
+    clients = [Client(url, verbose=False, download_files=False) for _ in requests]
+    outcomes: list[Outcome] = []
+    lock = threading.Lock()
+    start = threading.Barrier(len(requests) + 1)
+
+    def caller(client, mine: list[Request]) -> None:
+        start.wait()
+        for request in mine:
+            began = time.perf_counter()
+            try:
+                outcome = Outcome(request, 0.0, answer=call(client, request, k))
+            except Exception as error:  # noqa: BLE001 - every failure is counted and shown
+                outcome = Outcome(request, 0.0, error=f"{type(error).__name__}: {error}")
+            outcome.seconds = time.perf_counter() - began
+            with lock:
+                outcomes.append(outcome)
+
+    threads = [threading.Thread(target=caller, args=(client, mine)) for client, mine in zip(clients, requests,
+                                                                                             strict=True)]
+    for thread in threads:
+        thread.start()
+    start.wait()
+    began = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    return outcomes, time.perf_counter() - began
+
+
+def report(outcomes: list[Outcome], references: dict[Request, dict], wall: float, callers: int) -> bool:
+    """Print a table per kind of request; ``True`` when there were no errors and no differences."""
+    print(f"{'request':<13}{'sent':>6}{'errors':>8}{'differ':>8}{'max |Δscore|':>14}{'p50 ms':>9}{'p95 ms':>9}")
+    print("-" * 67)
+    ok = True
+    for kind in KINDS:
+        mine = [o for o in outcomes if o.request.kind == kind]
+        errors = [o for o in mine if o.error]
+        diffs = [same(o.answer, references[o.request]) for o in mine if o.answer is not None]
+        differ = sum(d is None for d in diffs)
+        largest = max((d for d in diffs if d is not None), default=0.0)
+        stats = percentiles([o.seconds for o in mine])
+        print(f"{kind:<13}{len(mine):>6}{len(errors):>8}{differ:>8}{largest:>14.2e}{stats['p50_ms']:>9.0f}"
+              f"{stats['p95_ms']:>9.0f}")
+        ok &= not errors and not differ
+    failed = [o for o in outcomes if o.error]
+    for outcome in failed[:5]:
+        print(f"error ({outcome.request.kind}, {outcome.request.query.item_id}): {outcome.error}")
+    print(f"\n{len(outcomes)} requests from {callers} concurrent callers in {wall:.1f} s "
+          f"({len(outcomes) / wall:.1f} requests/s): {'PASS' if ok else 'FAIL'}")
+    return ok
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_app_arguments(parser)
+    parser.add_argument("--callers", type=int, default=8, help="concurrent clients (default: %(default)s)")
+    parser.add_argument("--requests", type=int, default=25, help="requests per caller (default: %(default)s)")
+    parser.add_argument("-k", type=int, default=10, help="recommendations per request (default: %(default)s)")
+    args = parser.parse_args(argv)
+
+    from gradio_client import Client
+
+    with app_from(args) as url, tempfile.TemporaryDirectory() as folder:
+        queries = sample_queries(url, min(args.callers * args.requests, 100), Path(folder))
+        requests = plan(queries, args.callers, args.requests)
+        alone = Client(url, verbose=False, download_files=False)
+        distinct = {request for mine in requests for request in mine}
+        print(f"Sending {len(distinct)} distinct requests alone for reference...", flush=True)
+        references = {request: call(alone, request, args.k) for request in distinct}
+        print(f"Now {args.callers} callers x {args.requests} requests at once...\n", flush=True)
+        outcomes, wall = run_concurrently(url, requests, args.k)
+    return 0 if report(outcomes, references, wall, args.callers) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
