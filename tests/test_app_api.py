@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import socket
 import struct
 import subprocess
@@ -193,6 +194,16 @@ def test_shuffle_catalog_gives_a_page_of_real_items(client: Client, recommender:
     ids = [item["item_id"] for item in data["items"]]
     assert len(gallery) == len(ids) == len(set(ids)) == min(CATALOG_PAGE, len(recommender.catalog))
     assert set(ids) <= set(recommender.catalog.item_ids)
+
+
+def test_the_documented_examples_run(url: str) -> None:
+    """The gradio_client examples of the README (docs/app.md until it is merged there), run as written."""
+    readme = ROOT / "README.md"
+    source = readme if 'api_name="/recommend"' in readme.read_text() else ROOT / "docs" / "app.md"
+    blocks = re.findall(r"```python\n(.*?)```", source.read_text(), flags=re.DOTALL)
+    code = "\n".join(block for block in blocks if "gradio_client" in block or "client." in block)
+    assert 'api_name="/recommend_item"' in code and 'api_name="/shuffle_catalog"' in code
+    exec(compile(code.replace("http://127.0.0.1:7860/", url), str(source), "exec"), {})
 
 
 # -- bad input: a clear message, never a traceback, and the server keeps serving ----------------------
