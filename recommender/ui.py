@@ -38,7 +38,7 @@ CSS = """
 INTRO = ("# Video recommender\n"
          "Find videos like one you know: from its **thumbnail**, its **title**, or both. "
          "Click any recommendation to keep exploring from it.")
-TABLE_HEADERS = ("rank", "title", "score", "image score", "text score", "item id")
+TABLE_HEADERS = ("#", "title", "score", "image score", "text score", "item id")
 EMPTY_RESULTS = "Upload a thumbnail, type a title or pick a catalog item, then press **Recommend**."
 
 
@@ -207,13 +207,13 @@ def render_details(data: dict | None) -> tuple[str, pd.DataFrame]:
     if query["type"] == "item":
         described = f"catalog video **{markdown_text(query['title'])}**"
     else:
-        parts = [f"thumbnail `{markdown_text(query['image'])}`" if query.get("image") else "",
+        parts = [f"thumbnail *{markdown_text(query['image'])}*" if query.get("image") else "",
                  f"title **{markdown_text(query['title'])}**" if query.get("title") else ""]
         described = " and ".join(part for part in parts if part)
     how = data["mode"] + (f", α = {data['alpha']:.2f}, {data['fusion']}" if data["mode"] == "hybrid" else "")
     lines = [f"**{len(data['results'])} recommendations** for {described} ({how}). Click one to explore from it."]
     lines += [f"> {note}" for note in data["notes"]]
-    rows = [{"rank": r["rank"], "title": r["title"], "score": r["score"], "image score": r["image_score"],
+    rows = [{"#": r["rank"], "title": r["title"], "score": r["score"], "image score": r["image_score"],
              "text score": r["text_score"], **r["metadata"], "item id": r["item_id"]} for r in data["results"]]
     return "\n\n".join(lines), pd.DataFrame(rows, columns=list(rows[0]) if rows else list(TABLE_HEADERS)).round(3)
 

@@ -29,7 +29,7 @@ from PIL import Image
 from recommender import Recommender
 from recommender.endpoints import CATALOG_PAGE, Endpoints
 from recommender.startup import ENV_BUNDLE, ENV_REVISION, BundlePlan, Startup, plan_bundle
-from recommender.ui import MAX_UPLOAD_BYTES, create_app, launch
+from recommender.ui import MAX_UPLOAD_BYTES, create_app, launch, render_details
 
 from .conftest import HubCache
 from .synthetic import CHANNELS, jpeg_bytes, thumbnail
@@ -204,6 +204,16 @@ def test_the_documented_examples_run(url: str) -> None:
     code = "\n".join(block for block in blocks if "gradio_client" in block or "client." in block)
     assert 'api_name="/recommend_item"' in code and 'api_name="/shuffle_catalog"' in code
     exec(compile(code.replace("http://127.0.0.1:7860/", url), str(source), "exec"), {})
+
+
+def test_details_table_and_summary_from_the_json(client: Client) -> None:
+    _, data = client.predict(title="*phone* [review](http://x)", mode="text", k=3, api_name="/recommend")
+    summary, table = render_details(data)
+    assert "\\*phone\\* \\[review\\]\\(http" in summary and "(text)" in summary
+    assert list(table.columns) == ["#", "title", "score", "image score", "text score", "channel", "views", "item id"]
+    assert table["item id"].tolist() == result_ids(data) and table["#"].tolist() == [1, 2, 3]
+    empty_summary, empty_table = render_details(None)
+    assert "Recommend" in empty_summary and empty_table.empty
 
 
 # -- bad input: a clear message, never a traceback, and the server keeps serving ----------------------

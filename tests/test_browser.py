@@ -67,9 +67,9 @@ def test_upload_a_thumbnail_in_hybrid_mode(page: Page, tmp_path: Path) -> None:
     page.locator("#mode").get_by_text("hybrid", exact=True).click()
     page.locator("#recommend-button").click()
     expect(page.locator("#results-gallery .thumbnail-item")).to_have_count(8)
-    expect(page.locator("#summary")).to_contain_text("8 recommendations for thumbnail")
+    expect(page.locator("#summary")).to_contain_text("8 recommendations for thumbnail query.jpg and title phone review")
     expect(page.locator("#summary")).to_contain_text("hybrid, α = 0.50")
-    assert [row["rank"] for row in table_rows(page)] == [str(rank) for rank in range(1, 9)]
+    assert [row["#"] for row in table_rows(page)] == [str(rank) for rank in range(1, 9)]
 
 
 def test_pick_a_catalog_item_then_wander_from_a_result(page: Page) -> None:
