@@ -8,6 +8,7 @@ thread while the web page is already up and polls :meth:`Startup.status`.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -21,6 +22,7 @@ from .bundle import DEFAULT_BUNDLE_DIR, MANIFEST
 from .catalog import DEFAULT_DATASET
 from .engine import Recommender
 from .errors import RecommenderError
+from .fusion import DEFAULT_ALPHA
 
 logger = logging.getLogger(__name__)
 
@@ -111,6 +113,29 @@ class Startup:
         logger.info("No bundle found: building %s from %s", self.plan.source, self.plan.build_from)
         options = {"text_model": self.text_model} if self.text_model else {}
         build_bundle(self.plan.build_from, self.plan.source, **options, **self.build_options)
+
+    def default_alpha(self) -> float:
+        """The bundle's hybrid weight, known before loading ends when its manifest can be read cheaply.
+
+        The page's α slider starts there, and that is also the default ``gradio_client`` callers get.
+        """
+        if self._recommender is not None:
+            return self._recommender.default_alpha
+        alpha = self.build_options.get("alpha", DEFAULT_ALPHA) if self.plan.build_from else None
+        try:
+            alpha = alpha if alpha is not None else json.loads(self._manifest_path().read_text())["fusion"]["alpha"]
+        except Exception as error:  # noqa: BLE001 - any problem surfaces when the bundle really loads
+            logger.warning("Cannot read the default alpha of %s yet (%s); the slider starts at %s.",
+                           self.plan.source, error, DEFAULT_ALPHA)
+            alpha = DEFAULT_ALPHA
+        return float(alpha)
+
+    def _manifest_path(self) -> Path:
+        if Path(self.plan.source).is_dir():
+            return Path(self.plan.source) / MANIFEST
+        from huggingface_hub import hf_hub_download  # one small file, from the cache when offline
+
+        return Path(hf_hub_download(self.plan.source, MANIFEST, revision=self.plan.revision))
 
     def wait(self, timeout: float | None = None) -> Recommender:
         """Block until loading ends; the recommender, or :class:`NotReadyError` with the reason."""

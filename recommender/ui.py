@@ -16,7 +16,7 @@ import pandas as pd
 
 from .endpoints import Endpoints
 from .engine import MAX_K, MODES, Recommender
-from .fusion import DEFAULT_ALPHA, FUSION_METHODS
+from .fusion import FUSION_METHODS
 from .startup import Startup
 
 #: Largest upload the server accepts (a YouTube thumbnail is well under 1 MB).
@@ -46,7 +46,7 @@ def create_app(source: Recommender | Startup, concurrency: int = DEFAULT_CONCURR
     """Build the page for a loaded recommender, or for a :class:`Startup` still loading one (it shows progress)."""
     startup = source if isinstance(source, Startup) else Startup.loaded(source)
     api = Endpoints(startup)
-    default_alpha = startup.get().default_alpha if startup.ready else DEFAULT_ALPHA
+    default_alpha = startup.default_alpha()
     engine = {"concurrency_limit": concurrency, "concurrency_id": "engine"}
     private = {"api_visibility": "private"}
 

@@ -305,7 +305,9 @@ def test_startup_loads_a_hub_repo_at_the_revision_from_the_environment(
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(hub_cache.cache_dir))
     environ = {ENV_BUNDLE: hub_cache.repo_id, ENV_REVISION: hub_cache.old_commit}
     plan = plan_bundle(None, None, environ)
-    recommender = Startup(plan, text_model=str(text_model)).start().wait(timeout=120)
+    startup = Startup(plan, text_model=str(text_model))
+    assert startup.default_alpha() == 0.2  # read from the manifest before loading, for the page and API defaults
+    recommender = startup.start().wait(timeout=120)
     assert plan.describe() == f"{hub_cache.repo_id}@{hub_cache.old_commit} (${ENV_BUNDLE})"
     assert recommender.default_alpha == 0.2  # only the old commit has this alpha
 
@@ -349,6 +351,9 @@ def test_python_app_py_serves_a_local_bundle_offline(bundle_dir: Path, text_mode
         client = wait_for_client(f"http://127.0.0.1:{port}/", process)
         info = wait_until_ready(client)
         assert info["items"] == 32 and info["bundle"] == f"{bundle_dir} (--bundle)"
+        parameters = client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/recommend"]
+        alpha = next(p for p in parameters["parameters"] if p["parameter_name"] == "alpha")
+        assert alpha["parameter_default"] == info["default_alpha"]  # though the app loaded in the background
     finally:
         process.terminate()
         process.wait(timeout=30)
