@@ -124,6 +124,9 @@ class Endpoints:
     def search_catalog(self, query: str | None = None) -> tuple[Gallery, dict]:
         """Catalog items whose title contains ``query`` (an empty query browses from the start)."""
         query = query or ""
+        if not isinstance(query, str):
+            raise gr.Error(f"Search text must be text, got {type(query).__name__}.", title="Cannot do that",
+                           print_exception=False)
         if len(query) > MAX_TITLE_CHARS:
             raise gr.Error(f"Search text is {len(query):,} characters long; the limit is {MAX_TITLE_CHARS:,}.",
                            title="Cannot do that", print_exception=False)

@@ -268,10 +268,11 @@ def test_bad_item_query_gives_a_clear_error(client: Client, item_id: str, expect
     assert_still_serving(client)
 
 
-def test_overlong_search_gives_a_clear_error(client: Client) -> None:
+@pytest.mark.parametrize(("query", "expected"), [("x" * 10_000, "limit is 1,000"), (42, "must be text")])
+def test_bad_search_gives_a_clear_error(client: Client, query: object, expected: str) -> None:
     with pytest.raises(AppError) as error:
-        client.predict(query="x" * 10_000, api_name="/search_catalog")
-    assert_clear_error(error, "limit is 1,000")
+        client.predict(query=query, api_name="/search_catalog")
+    assert_clear_error(error, expected)
 
 
 def test_uploads_over_the_cap_are_refused(client: Client, url: str, images: dict[str, Path]) -> None:
