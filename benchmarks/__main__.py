@@ -144,15 +144,11 @@ def main(argv: list[str] | None = None) -> int:
         from . import gradio_latency
 
         gradio_probe = gradio_latency.probe(results, args.queries)
-    if "serving" in sections:
+    if "serving" in sections or gradio_probe is not None:
         from . import serving
 
-        serving.run(pair.ours, pair.baseline, args.text_model, results, with_app=not args.no_app,
-                    while_running=gradio_probe)
-    elif gradio_probe is not None:
-        from . import serving
-
-        serving.app_startup(pair.ours, args.text_model, while_running=gradio_probe)
+        serving.run(pair.ours, pair.baseline, args.text_model, results, with_app=not args.no_app or gradio_probe,
+                    while_running=gradio_probe, with_library="serving" in sections)
     if "index" in sections:
         from . import index_scaling
 

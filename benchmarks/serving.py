@@ -132,23 +132,24 @@ def app_startup(bundle: Path, text_model: str | None, timeout: float = 600.0,
 
 
 def run(ours: Path, baseline: Path | None, text_model: str | None, results: Results, repeats: int = 3,
-        with_app: bool = True, while_running=None) -> None:
+        with_app: bool = True, while_running=None, with_library: bool = True) -> None:
     measured: dict = {}
     for name, bundle in (("ours", ours), ("baseline", baseline)):
-        if bundle is None:
+        if bundle is None or not with_library:
             continue
         # The baseline's uploads are ~100x slower to encode: fewer of them for its memory peak.
         runs = [library_startup(bundle, text_model, queries=100 if name == "ours" else 20) for _ in range(repeats)]
         measured[name] = {key: float(np.median([run[key] for run in runs]))
                           for key in ("ready_s", "import_s", "load_s", "first_query_s", "peak_rss_mib")}
     get = lambda name, key: measured[name][key] if name in measured else None  # noqa: E731
-    results.add(
-        Row("serving", "library: fresh process -> first answer (median)", get("ours", "ready_s"),
-            get("baseline", "ready_s"), "s", f"imports {get('ours', 'import_s'):.1f} s + Recommender.load "
-            f"{get('ours', 'load_s'):.1f} s + first query; {repeats} runs", "lower"),
-        Row("serving", "library: peak RSS after 100 hybrid uploads (baseline 20)", get("ours", "peak_rss_mib"),
-            get("baseline", "peak_rss_mib"), "MiB", "VmHWM of the process", "lower"),
-    )
+    if with_library:
+        results.add(
+            Row("serving", "library: fresh process -> first answer (median)", get("ours", "ready_s"),
+                get("baseline", "ready_s"), "s", f"imports {get('ours', 'import_s'):.1f} s + Recommender.load "
+                f"{get('ours', 'load_s'):.1f} s + first query; {repeats} runs", "lower"),
+            Row("serving", "library: peak RSS after 100 hybrid uploads (baseline 20)", get("ours", "peak_rss_mib"),
+                get("baseline", "peak_rss_mib"), "MiB", "VmHWM of the process", "lower"),
+        )
     if with_app and (ROOT / "app.py").is_file():
         try:
             app = app_startup(ours, text_model, while_running=while_running)
