@@ -12,9 +12,10 @@ import numpy as np
 from .bundle import DEFAULT_BUNDLE_DIR, FILES, load_vectors, read_manifest, resolve_bundle
 from .catalog import Catalog
 from .errors import BundleError, InvalidQueryError
-from .fusion import DEFAULT_ALPHA, FUSION_METHODS, fuse
+from .fusion import DEFAULT_ALPHA, FUSION_METHODS
 from .images import ImageInput
 from .index import describe_index, load_index
+from .ranking import fuse_candidates, hybrid_candidates, search_excluding
 from .thumbnails import ThumbnailEncoder
 from .titles import TitleEncoder, clean_title
 
@@ -207,21 +208,25 @@ class Recommender:
 
     def _single_mode(self, query: _Query, mode: str, k: int) -> tuple[np.ndarray, np.ndarray]:
         index, vector = (self.image_index, query.image_vector) if mode == "image" else (self.text_index, query.text_vector)
-        scores, rows = index.search(vector, min(k + 1, len(self.catalog)))
-        keep = (rows[0] >= 0) & (rows[0] != (query.exclude_row if query.exclude_row is not None else -1))
-        return rows[0][keep][:k], scores[0][keep][:k]
+        rows, scores = search_excluding(index, vector, k, self._exclusion(query))
+        return self._kept(rows, scores)
 
     def _hybrid_candidates(self, query: _Query, k: int, alpha: float, fusion: str) -> tuple[np.ndarray, np.ndarray]:
         depth = min(len(self.catalog), max(CANDIDATE_FACTOR * k, MIN_CANDIDATES) + 1)
-        _, image_rows = self.image_index.search(query.image_vector, depth)
-        _, text_rows = self.text_index.search(query.text_vector, depth)
-        candidates = np.union1d(image_rows[0], text_rows[0])
-        candidates = candidates[(candidates >= 0) & (candidates != (query.exclude_row if query.exclude_row is not None else -1))]
-        image_scores = self.image_vectors[candidates] @ query.image_vector[0]
-        text_scores = self.text_vectors[candidates] @ query.text_vector[0]
-        fused = fuse(text_scores, image_scores, alpha, fusion)
-        order = np.lexsort((candidates, -fused))[:k]  # ties broken by row: deterministic
-        return candidates[order], fused[order]
+        candidates = hybrid_candidates(self.image_index, self.text_index, self.image_vectors, self.text_vectors,
+                                       query.image_vector, query.text_vector, depth, self._exclusion(query))
+        rows, scores = fuse_candidates(candidates, alpha, k, fusion)
+        return self._kept(rows, scores)
+
+    @staticmethod
+    def _exclusion(query: _Query) -> np.ndarray:
+        return np.array([-1 if query.exclude_row is None else query.exclude_row])
+
+    @staticmethod
+    def _kept(rows: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The one query's row of a batched result, without the padding of a catalog smaller than k."""
+        keep = rows[0] >= 0
+        return rows[0][keep], scores[0][keep]
 
     def _describe(self, rows: np.ndarray, scores: np.ndarray, query: _Query) -> list[Recommendation]:
         results = []

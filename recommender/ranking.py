@@ -1,9 +1,8 @@
-"""Batched ranking: the engine's single-mode and hybrid semantics for many queries at once.
+"""Ranking for a batch of queries: single-mode search and hybrid candidate fusion.
 
-:class:`~recommender.engine.Recommender` answers one query at a time; evaluation asks every
-catalog item as a query (and an alpha sweep asks them all again per alpha). These functions do
-exactly what ``Recommender._single_mode`` and ``Recommender._hybrid_candidates`` do, as matrix
-operations over a batch of queries:
+:class:`~recommender.engine.Recommender` calls these with a batch of one; evaluation asks every
+catalog item as a query (and an alpha sweep asks them all again per alpha), so both share one
+implementation and cannot drift apart:
 
 - single mode: ``index.search(queries, k + 1)``, drop ``-1`` and the query's own row, keep ``k``;
 - hybrid: the union of each index's top ``depth`` rows (minus the query's row) is the candidate
@@ -13,8 +12,7 @@ operations over a batch of queries:
 
 Candidates do not depend on ``alpha`` or the fusion method, so a sweep computes them once
 (:func:`hybrid_candidates`) and re-fuses (:func:`fuse_candidates`). Results are padded with
-row ``-1`` (score ``-inf``) where fewer than ``k`` items qualify. The engine could call these
-with a batch of one; ``train.evaluate`` checks them against ``Recommender.recommend``.
+row ``-1`` (score ``-inf``) where fewer than ``k`` items qualify.
 """
 
 from __future__ import annotations
@@ -24,7 +22,7 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 
-from .fusion import RRF_K
+from .fusion import fuse_batch
 
 _NO_ROW = -1
 
@@ -107,42 +105,6 @@ def hybrid_candidates(image_index: faiss.Index, text_index: faiss.Index, image_v
         rows[position, :size], valid[position, :size] = candidates, True
         image_scores[position, :size], text_scores[position, :size] = image, text
     return Candidates(rows, valid, image_scores, text_scores)
-
-
-def masked_min_max(scores: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """:func:`recommender.fusion.min_max` per row over the valid entries (constant rows become zeros)."""
-    low = np.where(valid, scores, np.inf).min(axis=1, keepdims=True)
-    high = np.where(valid, scores, -np.inf).max(axis=1, keepdims=True)
-    spread = (high.astype(np.float64) - low.astype(np.float64))
-    flat = ~(spread >= 1e-12)  # also catches rows with no valid entry (inf - inf = nan)
-    safe_low = np.where(flat, 0.0, low).astype(np.float32)
-    safe_spread = np.where(flat, 1.0, spread).astype(np.float32)
-    scaled = ((scores - safe_low) / safe_spread).astype(np.float32)
-    return np.where(flat | ~valid, np.float32(0), scaled)
-
-
-def masked_ranks(scores: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """1-based rank of each valid entry among its row's valid entries (stable: ties by position)."""
-    keyed = np.where(valid, -scores.astype(np.float64), np.inf)
-    order = np.argsort(keyed, axis=1, kind="stable")
-    ranks = np.empty(scores.shape, dtype=np.float32)
-    np.put_along_axis(ranks, order, np.arange(1, scores.shape[1] + 1, dtype=np.float32)[None, :].repeat(len(scores), 0),
-                      axis=1)
-    return ranks
-
-
-def fuse_batch(text_scores: np.ndarray, image_scores: np.ndarray, valid: np.ndarray, alpha: float,
-               method: str = "weighted") -> np.ndarray:
-    """:func:`recommender.fusion.fuse` per row over the valid entries; invalid entries get ``-inf``."""
-    alpha = float(alpha)
-    if method == "weighted":
-        fused = alpha * masked_min_max(text_scores, valid) + (1.0 - alpha) * masked_min_max(image_scores, valid)
-    elif method == "rrf":
-        fused = (alpha / (RRF_K + masked_ranks(text_scores, valid))
-                 + (1.0 - alpha) / (RRF_K + masked_ranks(image_scores, valid)))
-    else:
-        raise ValueError(f"Unknown fusion method {method!r}.")
-    return np.where(valid, fused, -np.inf).astype(np.float32)
 
 
 def fuse_candidates(candidates: Candidates, alpha: float, k: int,
