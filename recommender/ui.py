@@ -9,6 +9,7 @@ Gradio, decodes uploads: bad images then get the engine's clear message.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -28,7 +29,7 @@ CSS = """
 .gradio-container { max-width: 1280px !important; margin: auto; }
 #banner { font-size: 0.9em; opacity: 0.85; }
 #details { contain: inline-size; }  /* a wide table scrolls inside its box instead of widening the page */
-#results-gallery .caption-label, #catalog-gallery .caption-label { white-space: normal; font-size: 0.8em; }
+#results-gallery .caption-label, #catalog-gallery .caption-label { font-size: 0.8em; }
 @media (max-width: 640px) {
   #results-gallery .grid-container, #catalog-gallery .grid-container {
     grid-template-columns: repeat(2, minmax(0, 1fr)) !important;
@@ -47,6 +48,9 @@ def create_app(source: Recommender | Startup, concurrency: int = DEFAULT_CONCURR
     startup = source if isinstance(source, Startup) else Startup.loaded(source)
     api = Endpoints(startup)
     default_alpha = startup.default_alpha()
+    if startup.ready:
+        serve_thumbnails(startup.get())
+    first_gallery, first_page = api.shuffle_catalog() if startup.ready else ([], None)
     engine = {"concurrency_limit": concurrency, "concurrency_id": "engine"}
     private = {"api_visibility": "private"}
 
@@ -67,10 +71,10 @@ def create_app(source: Recommender | Startup, concurrency: int = DEFAULT_CONCURR
                             search = gr.Textbox(show_label=False, placeholder="Search titles, press Enter", scale=4,
                                                 min_width=160, elem_id="catalog-search")
                             shuffle = gr.Button("Shuffle", scale=1, min_width=90, elem_id="shuffle-button")
-                        catalog_gallery = gr.Gallery(label="Catalog",
+                        catalog_gallery = gr.Gallery(first_gallery, label="Catalog",
                                                      columns=3, height=330, allow_preview=False, interactive=False,
                                                      object_fit="cover", elem_id="catalog-gallery")
-                        catalog_json = gr.JSON(label="catalog", visible=False)
+                        catalog_json = gr.JSON(first_page, label="catalog", visible=False)
                         with gr.Row(equal_height=True):
                             item_image = gr.Image(show_label=False, interactive=False, height=90, min_width=120,
                                                   scale=1, buttons=[], container=False, visible=False)
@@ -93,7 +97,7 @@ def create_app(source: Recommender | Startup, concurrency: int = DEFAULT_CONCURR
                                              allow_preview=False, interactive=False, object_fit="cover",
                                              height="auto", elem_id="results-gallery")
                 with gr.Accordion("Details", open=True):
-                    table = gr.Dataframe(headers=list(TABLE_HEADERS), interactive=False, wrap=True, max_chars=90,
+                    table = gr.Dataframe(headers=list(TABLE_HEADERS), interactive=False, wrap=True, max_chars=48,
                                          elem_id="details")
                 with gr.Accordion("JSON (what the API returns)", open=False):
                     results_json = gr.JSON(label="results", elem_id="results-json")
@@ -128,8 +132,8 @@ def create_app(source: Recommender | Startup, concurrency: int = DEFAULT_CONCURR
 
         # Startup: poll until the recommender is ready, then fill the page.
         poll, update = [banner, catalog_gallery, catalog_json, alpha, timer], refresh(api)
-        demo.load(update, None, poll, **private)
-        timer.tick(update, None, poll, **private)
+        demo.load(update, catalog_json, poll, **private)
+        timer.tick(update, catalog_json, poll, **private)
 
     demo.queue(default_concurrency_limit=concurrency, max_size=64)
     return demo
@@ -144,28 +148,40 @@ def banner_text(api: Endpoints) -> str:
     """What is loaded, in one line: catalog size, models, index types and where the bundle came from."""
     info = api.info()
     if not info["ready"]:
-        return f"**{info['status']}**"
-    return (f"**{info['items']:,} videos** · titles: `{info['text_model']}` ({info['text_dimension']}-d, "
-            f"{info['text_index']}) · thumbnails: {info['image_encoder']} ({info['image_dimension']}-d, "
-            f"{info['image_index']}) · default α {info['default_alpha']:.2f} · bundle: {info['bundle']}")
+        return f"**{markdown_text(info['status'], limit=400)}**"
+    model = info["text_model"]
+    model = "/".join(Path(model).parts[-2:]) if Path(model).is_absolute() else model  # a local copy: its name
+    return (f"**{info['items']:,} videos** · titles: `{model}` ({info['text_dimension']}-d, "
+            f"{info['text_index']}) · thumbnails: {info['image_encoder'].upper()} ({info['image_dimension']}-d, "
+            f"{info['image_index']}) · default α {info['default_alpha']:.2f} · bundle: "
+            f"{markdown_text(info['bundle'], limit=200)}")
 
 
 def refresh(api: Endpoints):
-    """Page load and startup polling: show progress until ready, then the banner, a catalog page and α."""
-    served: set[str] = set()
+    """Page load and startup polling: progress until ready; then the banner, and a catalog page and α
+    for a page built before the recommender was ready (one built after has them already)."""
 
-    def update() -> tuple:
+    def update(shown: dict | None) -> tuple:
         if not api.startup.ready:
             return banner_text(api), gr.skip(), gr.skip(), gr.skip(), gr.Timer(active=not api.startup.failed)
-        recommender = api.recommender
-        thumbnails = recommender.catalog.image_path(0).parent
-        if str(thumbnails) not in served:  # serve catalog files in place: no copy, no re-encode
-            gr.set_static_paths([thumbnails])
-            served.add(str(thumbnails))
+        if shown and shown.get("items"):
+            return banner_text(api), gr.skip(), gr.skip(), gr.skip(), gr.Timer(active=False)
+        serve_thumbnails(api.recommender)
         gallery, page = api.shuffle_catalog()
-        return banner_text(api), gallery, page, recommender.default_alpha, gr.Timer(active=False)
+        return banner_text(api), gallery, page, api.recommender.default_alpha, gr.Timer(active=False)
 
     return update
+
+
+def serve_thumbnails(recommender: Recommender) -> None:
+    """Serve the catalog's thumbnail files in place: no copy into Gradio's cache, no re-encoding."""
+    folder = recommender.catalog.image_path(0).parent
+    if folder not in _SERVED:
+        gr.set_static_paths([folder])
+        _SERVED.add(folder)
+
+
+_SERVED: set[Path] = set()
 
 
 def show_item(api: Endpoints):
