@@ -25,10 +25,10 @@ def run(ours: Path, baseline: Path | None, text_model: str | None, results: Resu
         results.add(Row("quality", f"{metric} random / ceiling", f"{report['reference']['random'][metric]:.3f} / "
                         f"{report['reference']['ceiling'][metric]:.3f}"))
     best_single = max(modes["image"]["P@10"], modes["text"]["P@10"])
-    results.add(Row("quality", "hybrid P@10 minus best single mode", modes["hybrid"]["P@10"] - best_single,
-                    (original["modes"]["hybrid"]["P@10"] - max(original["modes"]["image"]["P@10"],
-                                                               original["modes"]["text"]["P@10"])) if original else None,
-                    "", "must be > 0: a fusion that loses to its best input is a bug"))
+    margin = lambda m: f"{m['hybrid']['P@10'] - max(m['image']['P@10'], m['text']['P@10']):+.4f}"  # noqa: E731
+    results.add(Row("quality", "hybrid P@10 minus best single mode", margin(modes),
+                    margin(original["modes"]) if original else None, "",
+                    "must be > 0: a fusion that loses to its best input is a bug"))
     cv = report["alpha_selection"]["cross_validated"]
     if cv:
         results.add(Row("quality", "hybrid P@10, alpha chosen on held-out folds", cv["P@10"], None, "",
