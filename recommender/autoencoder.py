@@ -59,7 +59,8 @@ class EncoderConfig:
         known = {f for f in cls.__dataclass_fields__}
         unknown = set(data) - known
         if unknown:
-            raise BundleError(f"Unknown encoder config keys {sorted(unknown)}: the bundle was made by a newer version.")
+            raise BundleError(f"Unknown encoder config keys {sorted(unknown)}: the bundle was made by another version "
+                             "of this code. Rebuild it with `python -m train build`.")
         data = {key: tuple(value) if isinstance(value, list) else value for key, value in data.items()}
         return cls(**data)
 

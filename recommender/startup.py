@@ -31,6 +31,18 @@ ENV_REVISION = "RECOMMENDER_BUNDLE_REVISION"
 ENV_TEXT_MODEL = "RECOMMENDER_TEXT_MODEL"
 
 
+def use_one_thread_per_query() -> None:
+    """Serving runs queries side by side on Gradio's workers, each too small to split: one torch/FAISS
+    thread per query is as fast on a quiet CPU and up to 20x faster on a busy one (benchmarks:
+    image query 9 ms vs 168 ms p50 beside another process). Called after any first-start build,
+    so training still uses every core."""
+    import faiss
+    import torch
+
+    torch.set_num_threads(1)
+    faiss.omp_set_num_threads(1)
+
+
 class NotReadyError(RecommenderError):
     """The recommender is still loading (or failed to load); the message says which."""
 
@@ -95,6 +107,7 @@ class Startup:
         try:
             if self.plan.build_from:
                 self._build()
+            use_one_thread_per_query()
             self._stage = f"loading bundle {self.plan.source}"
             logger.info("Loading bundle %s", self.plan.describe())
             self._recommender = Recommender.load(self.plan.source, revision=self.plan.revision,
