@@ -29,6 +29,8 @@ logger = logging.getLogger(__name__)
 CATALOG_PAGE = 24
 
 Gallery = list[tuple[str, str]]
+#: Folders already given to ``gr.set_static_paths`` (a process-wide list in Gradio).
+_STATIC_FOLDERS: set[Path] = set()
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -105,8 +107,7 @@ class Endpoints:
                 fusion: str) -> tuple[Gallery, dict]:
         for note in results.notes:
             gr.Warning(note)
-        catalog = self.recommender.catalog
-        gallery = [(str(catalog.image_path(r.row)), f"{r.rank}. {r.title} · {r.score:.3f}") for r in results]
+        gallery = [(self._thumbnail(r.row), f"{r.rank}. {r.title} · {r.score:.3f}") for r in results]
         used_alpha = self.recommender.default_alpha if alpha is None else float(alpha)
         data = {
             "query": query,
@@ -143,8 +144,16 @@ class Endpoints:
 
     def _page(self, rows: list[int], header: dict) -> tuple[Gallery, dict]:
         catalog = self.recommender.catalog
-        gallery = [(str(catalog.image_path(row)), catalog.titles[row]) for row in rows]
+        gallery = [(self._thumbnail(row), catalog.titles[row]) for row in rows]
         return gallery, jsonable({**header, "shown": len(rows), "items": [self._item(row) for row in rows]})
+
+    def _thumbnail(self, row: int) -> str:
+        """Path of a catalog thumbnail, in a folder Gradio serves in place (no copy into its cache, no re-encoding)."""
+        path = self.recommender.catalog.image_path(row)
+        if path.parent not in _STATIC_FOLDERS:
+            gr.set_static_paths([path.parent])
+            _STATIC_FOLDERS.add(path.parent)
+        return str(path)
 
     def _row(self, item_id: Any) -> int:
         if item_id is None or not str(item_id).strip():

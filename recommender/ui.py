@@ -48,8 +48,6 @@ def create_app(source: Recommender | Startup, concurrency: int = DEFAULT_CONCURR
     startup = source if isinstance(source, Startup) else Startup.loaded(source)
     api = Endpoints(startup)
     default_alpha = startup.default_alpha()
-    if startup.ready:
-        serve_thumbnails(startup.get())
     first_gallery, first_page = api.shuffle_catalog() if startup.ready else ([], None)
     engine = {"concurrency_limit": concurrency, "concurrency_id": "engine"}
     private = {"api_visibility": "private"}
@@ -166,22 +164,10 @@ def refresh(api: Endpoints):
             return banner_text(api), gr.skip(), gr.skip(), gr.skip(), gr.Timer(active=not api.startup.failed)
         if shown and shown.get("items"):
             return banner_text(api), gr.skip(), gr.skip(), gr.skip(), gr.Timer(active=False)
-        serve_thumbnails(api.recommender)
         gallery, page = api.shuffle_catalog()
         return banner_text(api), gallery, page, api.recommender.default_alpha, gr.Timer(active=False)
 
     return update
-
-
-def serve_thumbnails(recommender: Recommender) -> None:
-    """Serve the catalog's thumbnail files in place: no copy into Gradio's cache, no re-encoding."""
-    folder = recommender.catalog.image_path(0).parent
-    if folder not in _SERVED:
-        gr.set_static_paths([folder])
-        _SERVED.add(folder)
-
-
-_SERVED: set[Path] = set()
 
 
 def show_item(api: Endpoints):
