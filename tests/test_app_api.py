@@ -143,11 +143,14 @@ def test_recommend_matches_the_engine(client: Client, recommender: Recommender, 
     assert len(gallery) == 5 and gallery[0]["caption"].startswith(f"1. {expected[0].title}")
 
 
-def test_gallery_serves_the_original_catalog_files(client: Client, recommender: Recommender) -> None:
+def test_gallery_serves_the_original_catalog_files(client: Client, url: str, recommender: Recommender) -> None:
     gallery, data = client.predict(title="phone camera test", mode="text", k=3, api_name="/recommend")
-    for entry, result in zip(gallery, data["results"]):
+    links, _ = Client(url, verbose=False, download_files=False).predict(title="phone camera test", mode="text", k=3,
+                                                                        api_name="/recommend")
+    for entry, link, result in zip(gallery, links, data["results"], strict=True):
         row = recommender.catalog.row_of(result["item_id"])
-        assert Path(entry["image"]).read_bytes() == recommender.catalog.image_bytes(row)
+        assert Path(entry["image"]).read_bytes() == recommender.catalog.image_bytes(row)  # the original bytes
+        assert link["image"]["url"].endswith(f"file={recommender.catalog.image_path(row)}")  # served in place
 
 
 def test_hybrid_with_only_a_title_says_it_fell_back(client: Client) -> None:
