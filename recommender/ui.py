@@ -1,6 +1,6 @@
 """The Gradio Blocks page: layout, and the wiring of every event to an endpoint.
 
-Public events carry an ``api_name`` (see docs/app.md); events that only glue the page
+Public events carry an ``api_name`` (see the README's API section); events that only glue the page
 together (clicks on galleries, rendering the details table, startup polling) are private.
 Recommendation events skip Gradio's preprocessing so that the engine, not Pillow inside
 Gradio, decodes uploads: bad images then get the engine's clear message.

@@ -200,9 +200,8 @@ def test_shuffle_catalog_gives_a_page_of_real_items(client: Client, recommender:
 
 
 def test_the_documented_examples_run(url: str) -> None:
-    """The gradio_client examples of the README (docs/app.md until it is merged there), run as written."""
-    readme = ROOT / "README.md"
-    source = readme if 'api_name="/recommend"' in readme.read_text() else ROOT / "docs" / "app.md"
+    """The gradio_client examples of the README, run as written."""
+    source = ROOT / "README.md"
     blocks = re.findall(r"```python\n(.*?)```", source.read_text(), flags=re.DOTALL)
     code = "\n".join(block for block in blocks if "gradio_client" in block or "client." in block)
     assert 'api_name="/recommend_item"' in code and 'api_name="/shuffle_catalog"' in code
