@@ -206,7 +206,7 @@ def table(results: dict[str, dict]) -> str:
     lines = [f"{'case':<16}{'p50 ms':>9}{'p95 ms':>9}{'mean ms':>9}   p50 above its echo floor",
              "-" * 72]
     for name, stats in results.items():
-        extra = f"+{stats['p50_ms'] - results[floor[name]]['p50_ms']:.1f} ms" if name in floor else "(floor)"
+        extra = f"{stats['p50_ms'] - results[floor[name]]['p50_ms']:+.1f} ms" if name in floor else "(floor)"
         lines.append(f"{name:<16}{stats['p50_ms']:>9.1f}{stats['p95_ms']:>9.1f}{stats['mean_ms']:>9.1f}   {extra}")
     return "\n".join(lines)
 
