@@ -6,6 +6,7 @@ become the query; a bad query shows a message; the page fits a phone screen.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -58,7 +59,8 @@ def table_rows(page: Page, count: int = 8) -> list[dict]:
             for row in rows.all()[1:]]
 
 
-def test_upload_a_thumbnail_in_hybrid_mode(page: Page, tmp_path: Path) -> None:
+def test_upload_a_thumbnail_in_hybrid_mode(page: Page, tmp_path: Path, bundle_dir: Path) -> None:
+    alpha = json.loads((bundle_dir / "manifest.json").read_text())["fusion"]["alpha"]
     style = CHANNELS["Tech Reviews"]
     query = tmp_path / "query.jpg"
     query.write_bytes(jpeg_bytes(thumbnail(style["colour"], style["shape"], seed=3, letterbox=True)))
@@ -68,7 +70,7 @@ def test_upload_a_thumbnail_in_hybrid_mode(page: Page, tmp_path: Path) -> None:
     page.locator("#recommend-button").click()
     expect(page.locator("#results-gallery .thumbnail-item")).to_have_count(8)
     expect(page.locator("#summary")).to_contain_text("8 recommendations for thumbnail query.jpg and title phone review")
-    expect(page.locator("#summary")).to_contain_text("hybrid, α = 0.50")
+    expect(page.locator("#summary")).to_contain_text(f"hybrid, α = {alpha:.2f}")
     assert [row["#"] for row in table_rows(page)] == [str(rank) for rank in range(1, 9)]
 
 
