@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -114,3 +116,20 @@ def markdown_table(rows: list[Row]) -> list[str]:
         lines.append(f"| {row.section} | {row.metric} | {fmt(row.ours, row.unit)} | {fmt(row.baseline, row.unit)} | "
                      f"{row.ratio()} | {row.note} |")
     return lines
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now (for a server this benchmark starts)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def stop_process(process: subprocess.Popen, grace: float = 20.0) -> None:
+    """Terminate a server this benchmark started; kill it if it has not exited after ``grace`` seconds."""
+    process.terminate()
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

@@ -135,7 +135,7 @@ def run(image_vectors: np.ndarray, text_vectors: np.ndarray, results: Results, s
         dimensions: list[str] | None = None, queries: int = 500, timed: int = 200, sigma: float = 0.5,
         seed: int = 0, keys: list[str] | None = None) -> None:
     threads = faiss.omp_get_max_threads()
-    table = [f"| vectors | source | index | build s | setting | p50 ms | p95 ms | p50 ms, 1 thread | recall@10 |",
+    table = ["| vectors | source | index | build s | setting | p50 ms | p95 ms | p50 ms, 1 thread | recall@10 |",
              "|---:|---|---|---:|---|---:|---:|---:|---:|"]
     raw = []
     for key_name, (name, real) in sources(image_vectors, text_vectors).items():

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .common import free_port, stop_process
+
 ROOT = Path(__file__).resolve().parent.parent
 #: Substrings searched to collect a deterministic, varied set of catalog items as queries.
 SEARCHES = ("", "a", "e", "o", "i", "s", "t", "n", "r", "l")
@@ -39,12 +40,6 @@ class Query:
     item_id: str
     title: str
     image: Path  # the item's thumbnail, as downloaded through the API
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def environment() -> dict:
@@ -61,12 +56,7 @@ def running(command: list[str], url: str, timeout: float = 600.0) -> Iterator[st
         wait_until_ready(url, process, log, timeout)
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
         log.close()
 
 

@@ -24,7 +24,6 @@ def run(ours: Path, baseline: Path | None, text_model: str | None, results: Resu
                             f"label '{label}', {report['queries']:,} queries", "higher"))
         results.add(Row("quality", f"{metric} random / ceiling", f"{report['reference']['random'][metric]:.3f} / "
                         f"{report['reference']['ceiling'][metric]:.3f}"))
-    best_single = max(modes["image"]["P@10"], modes["text"]["P@10"])
     margin = lambda m: f"{m['hybrid']['P@10'] - max(m['image']['P@10'], m['text']['P@10']):+.4f}"  # noqa: E731
     results.add(Row("quality", "hybrid P@10 minus best single mode", margin(modes),
                     margin(original["modes"]) if original else None, "",

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import Results, Row, peak_rss_mib
+from .common import Results, Row, free_port, peak_rss_mib, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -69,12 +68,6 @@ def library_startup(bundle: Path, text_model: str | None, queries: int = 100) ->
     return result
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def app_startup(bundle: Path, text_model: str | None, timeout: float = 600.0,
                 while_running=None) -> dict:
     """Start ``app.py`` on a free loopback port; time page-up and recommender-ready; peak RSS; stop it.
@@ -82,7 +75,7 @@ def app_startup(bundle: Path, text_model: str | None, timeout: float = 600.0,
     ``while_running(url)`` (optional) runs against the live app before it is stopped (e.g. gradio_client
     latency), and its return value is kept under ``"while_running"``.
     """
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}/"
     command = [sys.executable, str(ROOT / "app.py"), "--bundle", str(bundle), "--host", "127.0.0.1", "--port", str(port)]
     if text_model:
@@ -122,12 +115,7 @@ def app_startup(bundle: Path, text_model: str | None, timeout: float = 600.0,
             marks["while_running"] = while_running(url)
             marks["peak_rss_after_queries_mib"] = peak_rss_mib(process.pid)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
     return marks
 
 

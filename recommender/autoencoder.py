@@ -13,7 +13,7 @@ vectors) and one file format (``safetensors`` weights + a JSON :class:`EncoderCo
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
