@@ -110,11 +110,13 @@ def _to_rgb(image: Image.Image) -> Image.Image:
 
 
 def crop_letterbox(image: Image.Image, threshold: int = 16, max_fraction: float = 0.3) -> Image.Image:
-    """Remove near-black bars on any side (hqdefault 480x360 thumbnails of 16:9 videos carry 45 px bars).
+    """Remove near-black bars (hqdefault 480x360 thumbnails of 16:9 videos carry 45 px bars).
 
     A row or column counts as bar when its brightest pixel is below ``threshold``. Bars come in
-    centred pairs, so only the dark margin both opposite sides share is removed (a night sky at
-    the top of a thumbnail is content, not a bar), and at most ``max_fraction`` of each dimension.
+    pairs, so a side is trimmed only when the opposite side is dark too (a night sky at the top
+    of a thumbnail is content, not a bar). Each side loses its own dark margin, at most
+    ``max_fraction`` of the dimension: a re-upload cropped off-centre keeps unequal bars, and
+    trimming both fully puts its content back in the same frame as the original's.
     """
     gray = np.asarray(image.convert("L"))
     height, width = gray.shape
@@ -122,12 +124,16 @@ def crop_letterbox(image: Image.Image, threshold: int = 16, max_fraction: float 
     cols = gray.max(axis=0) >= threshold
     if not rows.any() or not cols.any():
         return image
-    top = bottom = min(_first_true(rows), _first_true(rows[::-1]), int(height * max_fraction))
-    left = right = min(_first_true(cols), _first_true(cols[::-1]), int(width * max_fraction))
-    if top == left == 0:
+    top, bottom = _paired_margins(rows, int(height * max_fraction))
+    left, right = _paired_margins(cols, int(width * max_fraction))
+    if top == bottom == left == right == 0:
         return image
     return image.crop((left, top, width - right, height - bottom))
 
 
-def _first_true(mask: np.ndarray) -> int:
-    return int(np.argmax(mask))
+def _paired_margins(content: np.ndarray, limit: int) -> tuple[int, int]:
+    """Dark margins at both ends of a 1-D ``content`` mask, or none if either end has none."""
+    start, end = int(np.argmax(content)), int(np.argmax(content[::-1]))
+    if start == 0 or end == 0:
+        return 0, 0
+    return min(start, limit), min(end, limit)

@@ -139,6 +139,17 @@ def test_pillarbox_bars_are_removed() -> None:
     assert cropped.size[1] == 360 and abs(cropped.size[0] - 360) <= 4
 
 
+def test_unequal_bars_of_an_off_centre_crop_are_both_removed() -> None:
+    """A re-upload cropped off-centre keeps bars of 31 and 45 px: the content must come out as in the original."""
+    style = CHANNELS["Tech Reviews"]
+    original = load_image(jpeg_bytes(thumbnail(style["colour"], style["shape"], seed=3, letterbox=True)))
+    reupload = original.crop((10, 14, 470, 360))  # 14 px off the top bar, none off the bottom one
+    content, reupload_content = crop_letterbox(original), crop_letterbox(reupload)
+    assert abs(reupload_content.size[1] - content.size[1]) <= 2
+    dark_rows = np.asarray(reupload_content.convert("L")).max(axis=1) < 16
+    assert dark_rows.sum() <= 2
+
+
 def night_scene() -> Image.Image:
     """A dark thumbnail that is not letterboxed: black sky above a dimly lit street, a bright moon."""
     rng = np.random.default_rng(7)
