@@ -134,6 +134,16 @@ def test_reupload_alteration_crops_and_recompresses():
     assert np.asarray(image.convert("RGB")).mean() > 130  # brightened
 
 
+def test_duplicate_misses_count_only_misses_on_the_same_picture():
+    from train.evaluate import duplicate_misses
+
+    vectors = np.eye(4, dtype=np.float32)
+    vectors[3] = vectors[0]  # row 3 is row 0's thumbnail uploaded twice
+    first = np.array([3, 1, 2, 0, -1])  # query 0 got its duplicate, query 1 a different item, 2 a hit, 3 too
+    originals = np.array([0, 0, 2, 3, 1])
+    assert duplicate_misses(vectors, first, originals) == 2  # rows 3->0 and 0->3; -1 (no result) is no duplicate
+
+
 # ---------------------------------------------------------------- the report
 
 @pytest.fixture(scope="module")
