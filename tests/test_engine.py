@@ -163,6 +163,9 @@ LONG_TITLE = "paper plane " * 834  # 10,008 characters
     ({"title": "phone", "mode": "image"}, "needs a thumbnail"),
     ({"image": RECORDS[0]["image"]["bytes"], "mode": "text"}, "needs a title"),
     ({"image": b"not an image", "mode": "image"}, "not an image"),
+    ({"image": b"not an image", "title": "phone", "mode": "hybrid"}, "not an image"),
+    ({"image": RECORDS[0]["image"]["bytes"], "title": 42, "mode": "hybrid"}, "Title must be text"),
+    ({"image": RECORDS[0]["image"]["bytes"], "title": LONG_TITLE, "mode": "hybrid"}, "limit is 1,000"),
 ])
 def test_invalid_queries_are_refused_clearly(recommender: Recommender, arguments: dict, message: str) -> None:
     with pytest.raises(InvalidQueryError, match=message):
