@@ -16,6 +16,9 @@ from recommender.startup import ENV_BUNDLE, ENV_REVISION, ENV_TEXT_MODEL, Startu
 
 #: Training budget for a bundle built at first start, so a Space comes up within minutes, not hours.
 STARTUP_BUILD_SECONDS = 900
+#: Epochs of that build (the offline default is longer): short enough for the one-cycle learning-rate
+#: schedule to run to its end within the time budget on a 2-core CPU, instead of being cut mid-cycle.
+STARTUP_BUILD_EPOCHS = 10
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -45,7 +48,8 @@ def main(argv: list[str] | None = None) -> None:
     plan = plan_bundle(args.bundle, args.revision, os.environ, dataset=args.dataset)
     print(f"Bundle: {plan.describe()}", flush=True)
     startup = Startup(plan, text_model=args.text_model,
-                      build_options={"training": TrainingConfig(time_budget_s=args.build_seconds)}).start()
+                      build_options={"training": TrainingConfig(epochs=STARTUP_BUILD_EPOCHS,
+                                                               time_budget_s=args.build_seconds)}).start()
     launch(create_app(startup), server_name=args.host, server_port=args.port)
 
 
