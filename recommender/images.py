@@ -84,8 +84,9 @@ def _decode(data: bytes, draft: tuple[int, int] | None = None) -> Image.Image:
             image.load()
     except InvalidQueryError:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise InvalidQueryError(f"Image is too large to decode safely: {error}") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        # Pillow refuses far-too-large images before their size reaches _check_pixels: same message.
+        raise InvalidQueryError(f"Image is too large: the limit is {MAX_IMAGE_PIXELS / 1e6:.0f} megapixels.") from None
     except UnidentifiedImageError:
         raise InvalidQueryError("File is not an image Pillow can read (expected JPEG, PNG, WebP, GIF, BMP...).") from None
     except (OSError, SyntaxError, ValueError) as error:
