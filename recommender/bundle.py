@@ -82,7 +82,10 @@ def read_manifest(folder: Path, verify: bool = True) -> dict:
         if not file.is_file():
             raise BundleError(f"Bundle file {file} is missing. Rebuild the bundle with `python -m train build`.")
         expected = manifest.get("files", {}).get(name)
-        if verify and expected and sha256_of(file) != expected:
+        if verify and not expected:
+            raise BundleError(f"{path} has no checksum for {name}, so {file} cannot be verified. Rebuild the "
+                              "bundle (or load it with verify=False if you trust the files).")
+        if verify and sha256_of(file) != expected:
             raise BundleError(f"Bundle file {file} is corrupted: its checksum does not match {MANIFEST}. "
                               "Download or rebuild the bundle again.")
     return manifest

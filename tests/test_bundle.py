@@ -141,6 +141,17 @@ def test_corrupted_file_fails_its_checksum(broken: Path, name: str) -> None:
 
 
 @pytest.mark.parametrize("name", sorted(FILES.values()))
+def test_file_without_a_checksum_is_refused(broken: Path, name: str) -> None:
+    """A manifest that forgot a file must not let that file through unverified."""
+    manifest = json.loads((broken / MANIFEST).read_text())
+    del manifest["files"][name]
+    (broken / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match=rf"no checksum for {name}"):
+        Recommender.load(broken)
+    assert len(Recommender.load(broken, verify=False)) > 0  # the explicit opt-out still loads
+
+
+@pytest.mark.parametrize("name", sorted(FILES.values()))
 def test_garbage_file_with_a_valid_checksum_is_named(broken: Path, name: str) -> None:
     """A bundle written wrong in the first place: the checksum matches, the content does not load."""
     (broken / name).write_bytes(b"\x00\x01garbage" * 64)
