@@ -97,5 +97,13 @@ def load_index(path: Path, expected_count: int, expected_dimension: int) -> fais
 
 
 def describe_index(index: faiss.Index) -> str:
-    """Short human description, e.g. ``IndexFlatIP`` or ``IndexHNSWFlat``."""
-    return type(faiss.downcast_index(index)).__name__
+    """Short human description, e.g. ``IndexFlatIP`` or ``IndexHNSWFlat``.
+
+    The factory's ``Flat`` is an ``IndexFlat`` that reads back from disk as ``IndexFlatIP`` /
+    ``IndexFlatL2``: it is named by its metric, so a manifest and a loaded bundle agree.
+    """
+    index = faiss.downcast_index(index)
+    name = type(index).__name__
+    if name == "IndexFlat":
+        return "IndexFlatIP" if index.metric_type == faiss.METRIC_INNER_PRODUCT else "IndexFlatL2"
+    return name

@@ -37,7 +37,7 @@ def test_index_type_follows_catalog_size() -> None:
     assert choose_index_key(EXACT_SEARCH_LIMIT + 1).startswith("HNSW")
     vectors = unit_vectors(300, 16)
     exact = build_index(vectors)
-    assert describe_index(exact).startswith("IndexFlat") and exact.metric_type == faiss.METRIC_INNER_PRODUCT
+    assert describe_index(exact) == "IndexFlatIP" and exact.metric_type == faiss.METRIC_INNER_PRODUCT
     assert describe_index(build_index(vectors, "HNSW32,Flat")) == "IndexHNSWFlat"
 
 
@@ -64,6 +64,7 @@ def test_index_round_trip_and_hnsw_search_depth(tmp_path: Path) -> None:
         loaded = load_index(tmp_path / "index.faiss", expected_count=200, expected_dimension=8)
         for a, b in zip(index.search(vectors[:10], 7), loaded.search(vectors[:10], 7), strict=True):
             assert np.array_equal(a, b)
+        assert describe_index(loaded) == describe_index(index)  # what the manifest says is what loads
         if key.startswith("HNSW"):
             assert faiss.downcast_index(loaded).hnsw.efSearch >= HNSW_EF_SEARCH
 
