@@ -141,9 +141,9 @@ def main(argv: list[str] | None = None) -> int:
         latency.run(loaded("ours"), loaded("baseline"), results, args.queries)
     gradio_probe = None
     if "gradio" in sections:
-        from . import gradio_latency
+        from .latency_gradio import suite_probe
 
-        gradio_probe = gradio_latency.probe(results, args.queries)
+        gradio_probe = suite_probe(results, args.queries)
     if "serving" in sections or gradio_probe is not None:
         from . import serving
 

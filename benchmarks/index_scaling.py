@@ -114,7 +114,6 @@ def measure_size(database: np.ndarray, queries: np.ndarray, timed: int, key: str
         rows.append({"index": f"{key} ({name})", "setting": f"{knob_name}={value}" if knob_name else "",
                      "default": value == default if knob_name else True, "build_s": build_s,
                      "recall": _recall(found, truth), "top1": top1, **latency})
-    del index
     return rows
 
 

@@ -9,7 +9,8 @@ on this machine at this moment. Queries are real catalog items fetched through t
     python -m benchmarks.latency_gradio --data real_thumbnails_dev.parquet --text-model PATH  # builds a bundle in /tmp
     python -m benchmarks.latency_gradio --url http://127.0.0.1:7860/                        # an app already running
 
-``measure(url)`` is what ``python -m benchmarks`` calls against the ``app.py`` it started.
+``suite_probe`` is what ``python -m benchmarks`` (section ``gradio``) runs against the ``app.py``
+its serving section started.
 """
 
 from __future__ import annotations
@@ -26,9 +27,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 
-from .common import free_port, stop_process
+from .common import Results, Row, free_port, percentiles, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Substrings searched to collect a deterministic, varied set of catalog items as queries.
@@ -159,12 +159,6 @@ def cases(app, echo, k: int) -> dict[str, Callable[[Query], object]]:
     }
 
 
-def percentiles(seconds: list[float]) -> dict[str, float]:
-    values = np.asarray(seconds) * 1000
-    return {"p50_ms": float(np.percentile(values, 50)), "p95_ms": float(np.percentile(values, 95)),
-            "mean_ms": float(values.mean()), "n": int(len(values))}
-
-
 def measure(url: str, queries: int = 50, k: int = 10, warmup: int = 3, download: bool = False) -> dict[str, dict]:
     """p50 / p95 / mean per case against the app at ``url`` and a fresh echo app, interleaved call by call.
 
@@ -188,6 +182,20 @@ def measure(url: str, queries: int = 50, k: int = 10, warmup: int = 3, download:
                 call(query)
                 timings[name].append(time.perf_counter() - started)
     return {name: percentiles(values) for name, values in timings.items()}
+
+
+def suite_probe(results: Results, queries: int) -> Callable[[str], dict]:
+    """``(url) -> measured`` for :func:`benchmarks.serving.app_startup`; adds one row per case to ``results``."""
+
+    def run(url: str) -> dict:
+        measured = measure(url, queries=queries)
+        for case, stats in measured.items():
+            results.add(Row("latency (gradio_client)", f"{case} p50 / p95",
+                            f"{stats['p50_ms']:.1f} / {stats['p95_ms']:.1f} ms", None, "", f"{stats['n']} calls"))
+        results.raw["gradio_latency"] = measured
+        return measured
+
+    return run
 
 
 def table(results: dict[str, dict]) -> str:

@@ -19,7 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .latency_gradio import Query, add_app_arguments, app_from, percentiles, sample_queries
+from .common import percentiles
+from .latency_gradio import Query, add_app_arguments, app_from, sample_queries
 
 SCORE_TOLERANCE = 1e-5
 
