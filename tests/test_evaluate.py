@@ -187,6 +187,8 @@ def test_evaluate_command_writes_report_and_tunes_the_manifest(bundle_dir: Path,
     assert metrics["verification"]["different"] == 0
     headline = metrics["reupload"]["re-upload (all headline variants)"]
     assert 0.0 <= headline["recall@1"] <= headline["recall@5"] <= 1.0
+    assert headline["misses"] == round((1 - headline["recall@1"]) * 2 * 12)  # two headline variants, 12 items
+    assert 0 <= headline["misses_on_duplicates"] <= headline["misses"]
     original = metrics["baseline"]["original_design"]
     assert set(original["modes"]) == {"image", "text", "hybrid"}
     assert 0 <= original["dead_dimensions"] <= original["code_dimension"] == 8

@@ -190,11 +190,13 @@ def reupload_recall(recommender: Recommender, rows: np.ndarray, queries: dict[st
             if verdict == "different":
                 raise EvaluationError(f"Bulk image search drifted from Recommender.recommend ({name}, query {position}).")
         results[name] = {"recall@1": recall_at_k(ranked, rows, 1), "recall@5": recall_at_k(ranked, rows, 5),
+                         "misses": int((ranked[:, 0] != rows).sum()),
                          "misses_on_duplicates": duplicate_misses(recommender.image_vectors, ranked[:, 0], rows)}
     headline = [results[name]["recall@1"] for name in REUPLOAD_HEADLINE]
     results["re-upload (all headline variants)"] = {
         "recall@1": float(np.mean(headline)),
         "recall@5": float(np.mean([results[name]["recall@5"] for name in REUPLOAD_HEADLINE])),
+        "misses": sum(results[name]["misses"] for name in REUPLOAD_HEADLINE),
         "misses_on_duplicates": sum(results[name]["misses_on_duplicates"] for name in REUPLOAD_HEADLINE),
     }
     return results
@@ -567,10 +569,16 @@ def summary_markdown(results: dict) -> str:
     lines += ["", f"Re-upload robustness (image mode, {results['reupload_queries']} thumbnails cropped 4%, brightened "
               f"or darkened, saved as JPEG q30): recall@1 **{headline['recall@1']:.3f}**"
               + (f" (baseline {results['baseline']['original_design']['reupload']['re-upload (all headline variants)']['recall@1']:.3f})"
-                 if results.get("baseline") else "") + ".",
+                 if results.get("baseline") else "") + _duplicate_note(headline) + ".",
               f"Default hybrid weight alpha = {results['alpha']:.2f} (best {results['alpha_selection']['metric']} "
               "of the sweep)."]
     return "\n".join(lines)
+
+
+def _duplicate_note(recall: dict) -> str:
+    duplicates = recall.get("misses_on_duplicates", 0)
+    return (f"; {duplicates} of its {recall['misses']} misses returned the same picture filed under another item"
+            if duplicates else "")
 
 
 def write_report(output_dir: Path, results: dict, recommender: Recommender, ranked: dict, labels: np.ndarray,
