@@ -34,6 +34,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help=f"dataset to build ./bundle from when there is no bundle (default: {DEFAULT_DATASET})")
     parser.add_argument("--build-seconds", type=float, default=STARTUP_BUILD_SECONDS,
                         help="training time budget when building at startup (default: %(default)s)")
+    parser.add_argument("--pytorch-titles", action="store_true",
+                        help="keep title queries on PyTorch: no ONNX export after startup (saves its memory)")
     parser.add_argument("--host", help="address to listen on (default: $GRADIO_SERVER_NAME, else 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port (default: $GRADIO_SERVER_PORT, else 7860)")
     return parser.parse_args(argv)
@@ -49,7 +51,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"Bundle: {plan.describe()}", flush=True)
     startup = Startup(plan, text_model=args.text_model,
                       build_options={"training": TrainingConfig(epochs=STARTUP_BUILD_EPOCHS,
-                                                               time_budget_s=args.build_seconds)}).start()
+                                                               time_budget_s=args.build_seconds)},
+                      onnx_titles=not args.pytorch_titles).start()
     launch(create_app(startup), server_name=args.host, server_port=args.port)
 
 

@@ -139,6 +139,7 @@ class Recommender:
             "items": len(self.catalog),
             "text_model": self.title_encoder.model_name_or_path,
             "text_dimension": self.title_encoder.dimension,
+            "text_backend": self.title_encoder.backend,
             "image_encoder": self.thumbnail_encoder.config.architecture,
             "image_dimension": self.thumbnail_encoder.dimension,
             "image_index": describe_index(self.image_index),

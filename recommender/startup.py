@@ -29,6 +29,8 @@ logger = logging.getLogger(__name__)
 ENV_BUNDLE = "RECOMMENDER_BUNDLE"
 ENV_REVISION = "RECOMMENDER_BUNDLE_REVISION"
 ENV_TEXT_MODEL = "RECOMMENDER_TEXT_MODEL"
+#: Catalog titles the ONNX export of the text model must reproduce before queries move onto it.
+ONNX_PROBE_TITLES = 16
 
 
 def use_one_thread_per_query() -> None:
@@ -81,10 +83,12 @@ def plan_bundle(bundle: str | None = None, revision: str | None = None, environ:
 class Startup:
     """Holds the recommender once it is loaded; until then, says what is happening."""
 
-    def __init__(self, plan: BundlePlan, text_model: str | None = None, build_options: dict | None = None):
+    def __init__(self, plan: BundlePlan, text_model: str | None = None, build_options: dict | None = None,
+                 onnx_titles: bool = True):
         self.plan = plan
         self.text_model = text_model
         self.build_options = build_options or {}
+        self.onnx_titles = onnx_titles
         self._recommender: Recommender | None = None
         self._error: str | None = None
         self._stage = "waiting to start"
@@ -118,6 +122,9 @@ class Startup:
             logger.exception("Startup failed")
         finally:
             self._done.set()
+        if self._recommender is not None and self.onnx_titles:
+            # After "ready": title queries are answered on PyTorch until the faster path has proven itself.
+            self._recommender.title_encoder.use_onnx_runtime(self._recommender.catalog.titles[:ONNX_PROBE_TITLES])
 
     def _build(self) -> None:
         from train.build import build_bundle  # the offline pipeline is only imported when a build is needed

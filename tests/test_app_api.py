@@ -308,7 +308,7 @@ def test_startup_loads_a_hub_repo_at_the_revision_from_the_environment(
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(hub_cache.cache_dir))
     environ = {ENV_BUNDLE: hub_cache.repo_id, ENV_REVISION: hub_cache.old_commit}
     plan = plan_bundle(None, None, environ)
-    startup = Startup(plan, text_model=str(text_model))
+    startup = Startup(plan, text_model=str(text_model), onnx_titles=False)
     assert startup.default_alpha() == 0.2  # read from the manifest before loading, for the page and API defaults
     recommender = startup.start().wait(timeout=120)
     assert plan.describe() == f"{hub_cache.repo_id}@{hub_cache.old_commit} (${ENV_BUNDLE})"
@@ -335,7 +335,7 @@ def test_builds_a_bundle_when_there_is_none(tmp_path: Path, catalog_parquet: Pat
     plan = plan_bundle(None, None, {}, tmp_path / "bundle", dataset=str(catalog_parquet))
     options = {"encoder_config": TEST_ENCODER, "training": TrainingConfig(epochs=1, batch_size=16),
                "show_progress_bar": False}
-    startup = Startup(plan, text_model=str(text_model), build_options=options).start()
+    startup = Startup(plan, text_model=str(text_model), build_options=options, onnx_titles=False).start()
     recommender = startup.wait(timeout=300)
     assert (tmp_path / "bundle" / "manifest.json").is_file() and len(recommender.catalog) == 32
     assert Endpoints(startup).info()["bundle"].startswith(f"building {tmp_path / 'bundle'}")

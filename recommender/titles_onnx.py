@@ -1,0 +1,118 @@
+"""Query titles on ONNX Runtime: the same vectors as PyTorch, 2-3x faster for one title on a CPU.
+
+A title query is one short sentence, where PyTorch spends much of its time dispatching many
+small operations (about 28 ms for all-MiniLM-L6-v2 on one thread here, 10.5 ms on ONNX Runtime).
+The loaded SentenceTransformer (tokenizer excluded, pooling and normalisation included) is
+exported with ``torch.onnx`` into a temporary file, and only used after it has reproduced
+PyTorch's vectors on probe titles: a model that does not export, or exports differently, simply
+stays on PyTorch. Batches (building a bundle) always run on PyTorch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import logging
+import tempfile
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+
+logger = logging.getLogger(__name__)
+
+#: Largest difference from PyTorch's vector, per coordinate, that still counts as the same vector.
+TOLERANCE = 1e-4
+#: Tokenizer outputs an exported model may take, in this order.
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """The exporter's own warnings and INFO lines (hundreds of graph-pass messages) stay out of the app's log."""
+    loggers = [logging.getLogger(name) for name in ("onnxscript", "onnx_ir", "torch.onnx", "torch.export")]
+    levels = [log.level for log in loggers]
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        for log in loggers:
+            log.setLevel(logging.WARNING)
+        try:
+            yield
+        finally:
+            for log, level in zip(loggers, levels):
+                log.setLevel(level)
+
+
+class OnnxExportError(RuntimeError):
+    """The model could not be exported, or the export does not reproduce PyTorch's vectors."""
+
+
+class _UnitSentenceEmbedding(torch.nn.Module):
+    """A SentenceTransformer's forward with tensors in and unit vectors out, which ONNX can export."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        features = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None:
+            features["token_type_ids"] = token_type_ids
+        return torch.nn.functional.normalize(self.model(features)["sentence_embedding"].float(), p=2, dim=-1)
+
+
+class OnnxTitleModel:
+    """An ONNX Runtime session that maps one tokenised title to its unit vector (thread-safe)."""
+
+    def __init__(self, path: Path, input_names: Sequence[str], threads: int = 1):
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads  # one query per thread, as the app serves (startup.py)
+        options.inter_op_num_threads = 1
+        self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.input_names = tuple(input_names)
+
+    def __call__(self, features: dict[str, torch.Tensor]) -> np.ndarray:
+        inputs = {name: features[name].cpu().numpy().astype(np.int64) for name in self.input_names}
+        return np.ascontiguousarray(self.session.run(None, inputs)[0], dtype=np.float32)
+
+
+def export_title_model(model: torch.nn.Module, probe_texts: Sequence[str]) -> OnnxTitleModel:
+    """Export ``model`` (a SentenceTransformer) and check it against PyTorch on ``probe_texts``.
+
+    Raises :class:`OnnxExportError` when the export fails or any probe's vector differs by more
+    than :data:`TOLERANCE`. The export works on a copy, so queries can keep using ``model`` meanwhile.
+    """
+    if not probe_texts:
+        raise OnnxExportError("No probe titles to check the export against.")
+    example = model.preprocess([max(probe_texts, key=len)])
+    input_names = [name for name in MODEL_INPUTS if name in example]
+    wrapper = _UnitSentenceEmbedding(copy.deepcopy(model).cpu()).eval()
+    batch, length = torch.export.Dim("batch"), torch.export.Dim("length")
+    try:
+        with tempfile.TemporaryDirectory(prefix="title-model-onnx-") as folder, _quiet():
+            path = Path(folder) / "title_model.onnx"
+            torch.onnx.export(wrapper, (), str(path), kwargs={name: example[name] for name in input_names},
+                              input_names=list(input_names), output_names=["unit_vector"],
+                              dynamic_shapes={name: {0: batch, 1: length} for name in input_names}, dynamo=True,
+                              verbose=False)
+            onnx_model = OnnxTitleModel(path, input_names)  # the session holds the graph: the file can go
+    except Exception as error:  # torch.onnx and onnxruntime raise many types; all mean "no export"
+        raise OnnxExportError(f"{type(error).__name__}: {error}") from error
+    worst = 0.0
+    with torch.inference_mode():
+        for text in probe_texts:
+            features = model.preprocess([text])
+            expected = wrapper(**{name: features[name] for name in input_names}).numpy()
+            worst = max(worst, float(np.abs(onnx_model(features) - expected).max()))
+    if worst > TOLERANCE:
+        raise OnnxExportError(f"the exported model's vectors differ from PyTorch's by up to {worst:.2g}.")
+    logger.info("Title queries run on ONNX Runtime (largest difference from PyTorch on %d probes: %.1g)",
+                len(probe_texts), worst)
+    return onnx_model

@@ -1,0 +1,57 @@
+"""One-title queries on ONNX Runtime: the real export of the tests' tiny BERT, checked against PyTorch.
+
+Each export takes about ten seconds (torch.onnx with dynamo), so the module exports twice in all.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from recommender import titles_onnx
+from recommender.startup import BundlePlan, Startup
+from recommender.titles import TitleEncoder
+
+from .synthetic import catalog_records
+
+TITLES = [record["title"] for record in catalog_records()]
+
+
+def test_the_app_moves_title_queries_to_onnx_runtime_with_the_same_vectors(bundle_dir: Path,
+                                                                           text_model: Path) -> None:
+    """After startup the export runs in the background; once it has, queries give PyTorch's vectors."""
+    startup = Startup(BundlePlan(str(bundle_dir), None, "test"), text_model=str(text_model)).start()
+    recommender = startup.wait(timeout=120)
+    encoder = recommender.title_encoder
+    deadline = time.monotonic() + 240
+    while encoder.backend != "onnxruntime" and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert encoder.backend == "onnxruntime" and recommender.info()["text_backend"] == "onnxruntime"
+    # Titles it was not probed on, in English, Sinhala and Tamil, of every length in the catalog.
+    for title in TITLES[-12:] + ["a", "an unusually long title " * 8]:
+        onnx = encoder.encode([title])
+        assert onnx.shape == (1, encoder.dimension) and onnx.dtype == np.float32
+        np.testing.assert_allclose(onnx[0], encoder.encode([title, "padding partner"])[0], atol=1e-5)  # PyTorch
+    top = recommender.recommend(title=TITLES[-1], mode="text", k=3)
+    assert top[0].title == TITLES[-1]
+
+
+def test_an_export_that_does_not_reproduce_pytorch_is_not_used(text_model: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    encoder = TitleEncoder(str(text_model))
+    before = encoder.encode([TITLES[0]])
+    monkeypatch.setattr(titles_onnx, "TOLERANCE", -1.0)  # no export can be that exact
+    with caplog.at_level(logging.WARNING, logger="recommender.titles"):
+        assert encoder.use_onnx_runtime(TITLES[:4]) is False
+    assert "stay on PyTorch" in caplog.text and "differ from PyTorch's" in caplog.text
+    assert encoder.backend == "pytorch"
+    np.testing.assert_array_equal(encoder.encode([TITLES[0]]), before)
+
+
+def test_no_probe_titles_is_no_export(text_model: Path) -> None:
+    encoder = TitleEncoder(str(text_model))
+    assert encoder.use_onnx_runtime([]) is False and encoder.backend == "pytorch"
