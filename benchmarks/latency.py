@@ -1,6 +1,7 @@
 """Query latency in process: uploads (image / title / both) and catalog items, per mode.
 
-Measured as the app serves: one torch / FAISS thread per query (``use_one_thread_per_query``).
+Measured as the app serves: one torch / FAISS thread per query (``use_one_thread_per_query``), and
+title queries on ONNX Runtime once its export has reproduced PyTorch (``TitleEncoder.use_onnx_runtime``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import numpy as np
 import torch
 
 from recommender.engine import Recommender
-from recommender.startup import use_one_thread_per_query
+from recommender.startup import ONNX_PROBE_TITLES, use_one_thread_per_query
 
 from .common import Results, Row, percentiles, time_each
 
@@ -53,6 +54,8 @@ def served_threads() -> Iterator[None]:
 def run(ours: Recommender, baseline: Recommender | None, results: Results, queries: int = 200, seed: int = 0,
         baseline_queries: int = 40) -> None:
     """Fewer queries for the baseline (``baseline_queries``): its thumbnail encoder is far slower."""
+    for recommender in filter(None, (ours, baseline)):
+        recommender.title_encoder.use_onnx_runtime(recommender.catalog.titles[:ONNX_PROBE_TITLES])
     with served_threads():
         measured = {"ours": measure(ours, queries, seed)}
         if baseline is not None:
@@ -62,7 +65,7 @@ def run(ours: Recommender, baseline: Recommender | None, results: Results, queri
         for percentile in ("p50", "p95"):
             results.add(Row("latency (in process)", f"{case} {percentile}", stats[f"{percentile}_ms"],
                             other[f"{percentile}_ms"] if other else None, "ms",
-                            f"k={K}, {stats['n']} queries, 1 thread" + (f" (baseline {other['n']}); baseline = its encoder "
+                            f"k={K}, {stats['n']} queries, 1 thread, titles on {ours.title_encoder.backend}" + (f" (baseline {other['n']}); baseline = its encoder "
                                                                "through this engine" if other and percentile == "p50"
                                                                else ""), "lower"))
     results.raw["latency"] = measured
