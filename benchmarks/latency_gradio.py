@@ -61,7 +61,8 @@ def running(command: list[str], url: str, timeout: float = 600.0) -> Iterator[st
 
 
 def wait_until_ready(url: str, process: subprocess.Popen, log, timeout: float) -> None:
-    """Poll until the server answers; for the app, until ``/info`` says the recommender is loaded."""
+    """Poll until the server answers; for the app, until ``/info`` says the recommender is loaded and
+    its title queries have settled on their backend (the ONNX export runs after loading)."""
     from gradio_client import Client
 
     deadline = time.monotonic() + timeout
@@ -77,7 +78,7 @@ def wait_until_ready(url: str, process: subprocess.Popen, log, timeout: float) -
         if "/info" not in client.view_api(print_info=False, return_format="dict")["named_endpoints"]:
             return  # the echo app: being up is being ready
         info = client.predict(api_name="/info")
-        if info["ready"]:
+        if info["ready"] and info.get("text_backend_settled", True):
             return
         if info["status"].startswith("Startup failed"):
             raise RuntimeError(info["status"])

@@ -170,7 +170,8 @@ class Endpoints:
         """What is loaded (catalog size, models, index types) and where the bundle came from."""
         if not self.startup.ready:
             return {"ready": False, "status": self.startup.status_line(), "bundle": self.startup.plan.describe()}
-        return jsonable({"ready": True, "bundle": self.startup.plan.describe(), **self.recommender.info()})
+        return jsonable({"ready": True, "bundle": self.startup.plan.describe(), **self.recommender.info(),
+                         "text_backend_settled": self.startup.titles_settled})
 
     @user_errors
     def item_preview(self, item_id: str) -> tuple[str, dict]:

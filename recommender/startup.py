@@ -94,6 +94,7 @@ class Startup:
         self._stage = "waiting to start"
         self._started = time.monotonic()
         self._done = threading.Event()
+        self._titles_settled = threading.Event()  # set once title queries are on their final backend
 
     @classmethod
     def loaded(cls, recommender: Recommender, description: str = "given in-process") -> Startup:
@@ -101,6 +102,7 @@ class Startup:
         startup = cls(BundlePlan(description, None, "in-process"))
         startup._recommender = recommender
         startup._done.set()
+        startup._titles_settled.set()
         return startup
 
     def start(self) -> Startup:
@@ -122,9 +124,12 @@ class Startup:
             logger.exception("Startup failed")
         finally:
             self._done.set()
-        if self._recommender is not None and self.onnx_titles:
-            # After "ready": title queries are answered on PyTorch until the faster path has proven itself.
-            self._recommender.title_encoder.use_onnx_runtime(self._recommender.catalog.titles[:ONNX_PROBE_TITLES])
+        try:
+            if self._recommender is not None and self.onnx_titles:
+                # After "ready": title queries are answered on PyTorch until the faster path has proven itself.
+                self._recommender.title_encoder.use_onnx_runtime(self._recommender.catalog.titles[:ONNX_PROBE_TITLES])
+        finally:
+            self._titles_settled.set()
 
     def _build(self) -> None:
         from train.build import build_bundle  # the offline pipeline is only imported when a build is needed
@@ -170,6 +175,11 @@ class Startup:
     @property
     def ready(self) -> bool:
         return self._recommender is not None
+
+    @property
+    def titles_settled(self) -> bool:
+        """Whether title queries run on their final backend (the ONNX export, if any, has ended)."""
+        return self._titles_settled.is_set()
 
     @property
     def failed(self) -> bool:

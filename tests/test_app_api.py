@@ -127,6 +127,7 @@ def test_info_describes_what_is_loaded(client: Client, recommender: Recommender)
     assert info["ready"] is True
     assert info["items"] == len(recommender.catalog)
     assert info["text_index"] and info["image_index"] and info["text_model"] and info["image_encoder"]
+    assert info["text_backend"] == "pytorch" and info["text_backend_settled"] is True  # loaded in-process: no export
 
 
 @pytest.mark.parametrize("mode", ["image", "text", "hybrid"])

@@ -28,8 +28,9 @@ def test_the_app_moves_title_queries_to_onnx_runtime_with_the_same_vectors(bundl
     recommender = startup.wait(timeout=120)
     encoder = recommender.title_encoder
     deadline = time.monotonic() + 240
-    while encoder.backend != "onnxruntime" and time.monotonic() < deadline:
+    while not startup.titles_settled and time.monotonic() < deadline:
         time.sleep(0.5)
+    assert startup.titles_settled
     assert encoder.backend == "onnxruntime" and recommender.info()["text_backend"] == "onnxruntime"
     # Titles it was not probed on, in English, Sinhala and Tamil, of every length in the catalog.
     for title in TITLES[-12:] + ["a", "an unusually long title " * 8]:
