@@ -126,3 +126,26 @@ def write_tiny_text_model(folder: Path, titles: list[str] | None = None, dimensi
     model.save(str(out))
     (out / "test_model.json").write_text(json.dumps({"dimension": dimension}))
     return out
+
+
+def write_tiny_xlmr_model(folder: Path, tokenizer_dir: Path, dimension: int = 32) -> Path:
+    """A randomly initialised 2-layer XLM-RoBERTa (the architecture of the default multilingual-e5
+    models) with the tiny BERT's tokenizer, saved as a sentence-transformers folder (mean pooling)."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.models import Pooling, Transformer
+    from transformers import AutoTokenizer, XLMRobertaConfig, XLMRobertaModel
+
+    raw = Path(folder) / "raw"
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    tokenizer.save_pretrained(raw)
+    torch.manual_seed(0)
+    config = XLMRobertaConfig(vocab_size=len(tokenizer), hidden_size=dimension, num_hidden_layers=2,
+                              num_attention_heads=2, intermediate_size=2 * dimension, max_position_embeddings=80,
+                              pad_token_id=tokenizer.pad_token_id, type_vocab_size=1)
+    XLMRobertaModel(config).save_pretrained(raw)
+    model = SentenceTransformer(modules=[Transformer(str(raw), max_seq_length=64),
+                                         Pooling(dimension, pooling_mode="mean")], device="cpu")
+    out = Path(folder) / "model"
+    model.save(str(out))
+    return out

@@ -1,6 +1,6 @@
 """One-title queries on ONNX Runtime: the real export of the tests' tiny BERT, checked against PyTorch.
 
-Each export takes about ten seconds (torch.onnx with dynamo), so the module exports twice in all.
+Each export takes about ten seconds (torch.onnx with dynamo); the module exports three times.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from recommender import titles_onnx
 from recommender.startup import BundlePlan, Startup
 from recommender.titles import TitleEncoder
 
-from .synthetic import catalog_records
+from .synthetic import catalog_records, write_tiny_xlmr_model
 
 TITLES = [record["title"] for record in catalog_records()]
 
@@ -39,6 +39,15 @@ def test_the_app_moves_title_queries_to_onnx_runtime_with_the_same_vectors(bundl
         np.testing.assert_allclose(onnx[0], encoder.encode([title, "padding partner"])[0], atol=1e-5)  # PyTorch
     top = recommender.recommend(title=TITLES[-1], mode="text", k=3)
     assert top[0].title == TITLES[-1]
+
+
+def test_the_default_models_architecture_exports_too(text_model: Path, tmp_path: Path) -> None:
+    """multilingual-e5 is an XLM-RoBERTa used with its "query: " prefix: a tiny one must export and match."""
+    encoder = TitleEncoder(str(write_tiny_xlmr_model(tmp_path / "xlmr", text_model.parent / "raw")), prefix="query: ")
+    expected = encoder.encode(TITLES[-6:])  # a batch: always PyTorch
+    assert encoder.use_onnx_runtime(TITLES[:8]) is True and encoder.backend == "onnxruntime"
+    for title, vector in zip(TITLES[-6:], expected, strict=True):
+        np.testing.assert_allclose(encoder.encode([title])[0], vector, atol=1e-5)
 
 
 def test_an_export_that_does_not_reproduce_pytorch_is_not_used(text_model: Path, monkeypatch: pytest.MonkeyPatch,
