@@ -80,7 +80,7 @@ def wait_until_ready(url: str, process: subprocess.Popen, log, timeout: float) -
         info = client.predict(api_name="/info")
         if info["ready"] and info.get("text_backend_settled", True):
             return
-        if info["status"].startswith("Startup failed"):
+        if info.get("status", "").startswith("Startup failed"):  # no status once ready: titles still settling
             raise RuntimeError(info["status"])
         time.sleep(0.5)
     raise TimeoutError(f"{url} was not ready after {timeout:.0f} s")
