@@ -10,12 +10,9 @@ stays on PyTorch. Batches (building a bundle) always run on PyTorch.
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import io
 import logging
 import tempfile
-import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,18 +30,20 @@ MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 @contextmanager
 def _quiet() -> Iterator[None]:
-    """The exporter's own warnings and INFO lines (hundreds of graph-pass messages) stay out of the app's log."""
+    """The exporter's INFO lines (hundreds of graph-pass messages) stay out of the app's log.
+
+    Only these libraries' loggers are touched: the export runs beside live queries, so
+    process-wide state (warning filters, stdout) is left alone.
+    """
     loggers = [logging.getLogger(name) for name in ("onnxscript", "onnx_ir", "torch.onnx", "torch.export")]
     levels = [log.level for log in loggers]
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        for log in loggers:
-            log.setLevel(logging.WARNING)
-        try:
-            yield
-        finally:
-            for log, level in zip(loggers, levels):
-                log.setLevel(level)
+    for log in loggers:
+        log.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for log, level in zip(loggers, levels):
+            log.setLevel(level)
 
 
 class OnnxExportError(RuntimeError):
@@ -106,11 +105,14 @@ def export_title_model(model: torch.nn.Module, probe_texts: Sequence[str]) -> On
     except Exception as error:  # torch.onnx and onnxruntime raise many types; all mean "no export"
         raise OnnxExportError(f"{type(error).__name__}: {error}") from error
     worst = 0.0
-    with torch.inference_mode():
-        for text in probe_texts:
-            features = model.preprocess([text])
-            expected = wrapper(**{name: features[name] for name in input_names}).numpy()
-            worst = max(worst, float(np.abs(onnx_model(features) - expected).max()))
+    try:
+        with torch.inference_mode():
+            for text in probe_texts:
+                features = model.preprocess([text])
+                expected = wrapper(**{name: features[name] for name in input_names}).numpy()
+                worst = max(worst, float(np.abs(onnx_model(features) - expected).max()))
+    except Exception as error:  # e.g. the session refuses an input shape the export did not foresee
+        raise OnnxExportError(f"the exported model fails on a probe title: {type(error).__name__}: {error}") from error
     if worst > TOLERANCE:
         raise OnnxExportError(f"the exported model's vectors differ from PyTorch's by up to {worst:.2g}.")
     logger.info("Title queries run on ONNX Runtime (largest difference from PyTorch on %d probes: %.1g)",
