@@ -23,6 +23,12 @@ def default_prefix(model_name_or_path: str) -> str:
     return "query: " if "e5" in str(model_name_or_path).lower() else ""
 
 
+def unit_sentence_embeddings(model: torch.nn.Module, features: dict) -> torch.Tensor:
+    """A SentenceTransformer's embeddings of tokenised ``features``, L2-normalised: every query vector,
+    on PyTorch or exported to ONNX (:mod:`recommender.titles_onnx`), is this function's output."""
+    return torch.nn.functional.normalize(model(features)["sentence_embedding"].float(), p=2, dim=-1)
+
+
 def clean_title(title: object) -> str:
     """Validate a query title: a non-blank string of reasonable length, whitespace collapsed."""
     if not isinstance(title, str):
@@ -62,11 +68,8 @@ class TitleEncoder:
 
         Takes seconds to a minute (the export): call it off the request path. Queries keep working meanwhile.
         """
-        try:
-            from .titles_onnx import OnnxExportError, export_title_model
-        except ImportError as error:
-            logger.warning("Title queries stay on PyTorch: %s", error)
-            return False
+        from .titles_onnx import OnnxExportError, export_title_model  # a missing onnx package is an export failure
+
         try:
             self._onnx = export_title_model(self.model, [self.prefix + title for title in probe_titles])
         except OnnxExportError as error:
@@ -95,6 +98,5 @@ class TitleEncoder:
             features = self.model.preprocess([text])
             if self._onnx is not None:
                 return self._onnx(features)
-            vector = self.model(batch_to_device(features, self.model.device))["sentence_embedding"]
-            vector = torch.nn.functional.normalize(vector.float(), p=2, dim=1)
+            vector = unit_sentence_embeddings(self.model, batch_to_device(features, self.model.device))
         return np.ascontiguousarray(vector.cpu().numpy(), dtype=np.float32)

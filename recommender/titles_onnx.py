@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .titles import unit_sentence_embeddings
+
 logger = logging.getLogger(__name__)
 
 #: Largest difference from PyTorch's vector, per coordinate, that still counts as the same vector.
@@ -51,7 +53,7 @@ class OnnxExportError(RuntimeError):
 
 
 class _UnitSentenceEmbedding(torch.nn.Module):
-    """A SentenceTransformer's forward with tensors in and unit vectors out, which ONNX can export."""
+    """:func:`unit_sentence_embeddings` with tensors in and out, the form ``torch.onnx`` exports."""
 
     def __init__(self, model: torch.nn.Module):
         super().__init__()
@@ -62,7 +64,7 @@ class _UnitSentenceEmbedding(torch.nn.Module):
         features = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None:
             features["token_type_ids"] = token_type_ids
-        return torch.nn.functional.normalize(self.model(features)["sentence_embedding"].float(), p=2, dim=-1)
+        return unit_sentence_embeddings(self.model, features)
 
 
 class OnnxTitleModel:
@@ -86,7 +88,8 @@ def export_title_model(model: torch.nn.Module, probe_texts: Sequence[str]) -> On
     """Export ``model`` (a SentenceTransformer) and check it against PyTorch on ``probe_texts``.
 
     Raises :class:`OnnxExportError` when the export fails or any probe's vector differs by more
-    than :data:`TOLERANCE`. The export works on a copy, so queries can keep using ``model`` meanwhile.
+    than :data:`TOLERANCE` from the PyTorch path it replaces. The export works on a copy, so queries
+    can keep using ``model`` meanwhile.
     """
     if not probe_texts:
         raise OnnxExportError("No probe titles to check the export against.")
@@ -109,7 +112,7 @@ def export_title_model(model: torch.nn.Module, probe_texts: Sequence[str]) -> On
         with torch.inference_mode():
             for text in probe_texts:
                 features = model.preprocess([text])
-                expected = wrapper(**{name: features[name] for name in input_names}).numpy()
+                expected = unit_sentence_embeddings(model, features).cpu().numpy()
                 worst = max(worst, float(np.abs(onnx_model(features) - expected).max()))
     except Exception as error:  # e.g. the session refuses an input shape the export did not foresee
         raise OnnxExportError(f"the exported model fails on a probe title: {type(error).__name__}: {error}") from error
