@@ -54,8 +54,11 @@ def served_threads() -> Iterator[None]:
 def run(ours: Recommender, baseline: Recommender | None, results: Results, queries: int = 200, seed: int = 0,
         baseline_queries: int = 40) -> None:
     """Fewer queries for the baseline (``baseline_queries``): its thumbnail encoder is far slower."""
-    for recommender in filter(None, (ours, baseline)):
-        recommender.title_encoder.use_onnx_runtime(recommender.catalog.titles[:ONNX_PROBE_TITLES])
+    ours.title_encoder.use_onnx_runtime(ours.catalog.titles[:ONNX_PROBE_TITLES])
+    if baseline is not None and baseline.title_encoder.model_name_or_path == ours.title_encoder.model_name_or_path:
+        baseline.title_encoder = ours.title_encoder  # the same text model: one export, not two
+    elif baseline is not None:
+        baseline.title_encoder.use_onnx_runtime(baseline.catalog.titles[:ONNX_PROBE_TITLES])
     with served_threads():
         measured = {"ours": measure(ours, queries, seed)}
         if baseline is not None:
