@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from recommender.startup import TITLES_SETTLED_LOG
+
 from .common import Results, Row, free_port, peak_rss_mib, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,10 +71,6 @@ def library_startup(bundle: Path, text_model: str | None, queries: int = 100) ->
     return result
 
 
-#: Log lines that say where the app's title queries ended up after startup (recommender/titles*.py).
-TITLE_BACKEND_LOG = {"Title queries run on ONNX Runtime": "onnxruntime", "Title queries stay on PyTorch": "pytorch"}
-
-
 def app_startup(bundle: Path, text_model: str | None, timeout: float = 600.0,
                 while_running=None) -> dict:
     """Start ``app.py`` on a free loopback port; time page-up and recommender-ready; peak RSS; stop it.
@@ -98,9 +96,9 @@ def app_startup(bundle: Path, text_model: str | None, timeout: float = 600.0,
                 marks["ready_s"] = time.perf_counter() - started
             if "Startup failed" in line:
                 marks["failed"] = line.strip()
-            settled = [backend for marker, backend in TITLE_BACKEND_LOG.items() if marker in line]
-            if settled and "titles_s" not in marks:
-                marks["titles_s"], marks["titles_backend"] = time.perf_counter() - started, settled[0]
+            if TITLES_SETTLED_LOG in line and "titles_s" not in marks:
+                marks["titles_s"] = time.perf_counter() - started
+                marks["titles_backend"] = line.split(TITLES_SETTLED_LOG, 1)[1].strip()
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()

@@ -31,6 +31,8 @@ ENV_REVISION = "RECOMMENDER_BUNDLE_REVISION"
 ENV_TEXT_MODEL = "RECOMMENDER_TEXT_MODEL"
 #: Catalog titles the ONNX export of the text model must reproduce before queries move onto it.
 ONNX_PROBE_TITLES = 16
+#: Logged, with the backend, once title queries are on their final backend (benchmarks wait for it).
+TITLES_SETTLED_LOG = "Title queries settled on"
 
 
 def use_one_thread_per_query() -> None:
@@ -130,6 +132,8 @@ class Startup:
                 self._recommender.title_encoder.use_onnx_runtime(self._recommender.catalog.titles[:ONNX_PROBE_TITLES])
         finally:
             self._titles_settled.set()
+            if self._recommender is not None:
+                logger.info("%s %s", TITLES_SETTLED_LOG, self._recommender.title_encoder.backend)
 
     def _build(self) -> None:
         from train.build import build_bundle  # the offline pipeline is only imported when a build is needed

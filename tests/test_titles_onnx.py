@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from recommender import titles_onnx
-from recommender.startup import BundlePlan, Startup
+from recommender.startup import TITLES_SETTLED_LOG, BundlePlan, Startup
 from recommender.titles import TitleEncoder
 
 from .synthetic import catalog_records, write_tiny_xlmr_model
@@ -21,9 +21,10 @@ from .synthetic import catalog_records, write_tiny_xlmr_model
 TITLES = [record["title"] for record in catalog_records()]
 
 
-def test_the_app_moves_title_queries_to_onnx_runtime_with_the_same_vectors(bundle_dir: Path,
-                                                                           text_model: Path) -> None:
+def test_the_app_moves_title_queries_to_onnx_runtime_with_the_same_vectors(
+        bundle_dir: Path, text_model: Path, caplog: pytest.LogCaptureFixture) -> None:
     """After startup the export runs in the background; once it has, queries give PyTorch's vectors."""
+    caplog.set_level(logging.INFO, logger="recommender.startup")
     startup = Startup(BundlePlan(str(bundle_dir), None, "test"), text_model=str(text_model)).start()
     recommender = startup.wait(timeout=120)
     encoder = recommender.title_encoder
@@ -32,6 +33,7 @@ def test_the_app_moves_title_queries_to_onnx_runtime_with_the_same_vectors(bundl
         time.sleep(0.5)
     assert startup.titles_settled
     assert encoder.backend == "onnxruntime" and recommender.info()["text_backend"] == "onnxruntime"
+    assert f"{TITLES_SETTLED_LOG} onnxruntime" in caplog.text  # what the serving benchmark waits for
     # Titles it was not probed on, in English, Sinhala and Tamil, of every length in the catalog.
     for title in TITLES[-12:] + ["a", "an unusually long title " * 8]:
         onnx = encoder.encode([title])
