@@ -7,6 +7,7 @@ Layout (names fixed by :data:`FILES`)::
     thumbnail_encoder.safetensors  autoencoder weights (+ thumbnail_encoder.json, its architecture)
     image_vectors.npy / text_vectors.npy   raw unit vectors, row i = catalog row i
     image.faiss / text.faiss       FAISS indexes over those vectors
+    title_head.safetensors         optional: thumbnail features -> predicted title (see title_head.py)
 
 A bundle lives in a local folder or a Hugging Face Hub model repo (pulled with
 ``snapshot_download``, pushed with ``upload_folder``).
@@ -34,6 +35,10 @@ FILES = {
     "image_index": "image.faiss",
     "text_index": "text.faiss",
 }
+#: Files a bundle holds when its manifest has a section of the same name.
+OPTIONAL_FILES = {
+    "title_head": "title_head.safetensors",
+}
 DEFAULT_BUNDLE_DIR = Path("bundle")
 _REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
@@ -46,11 +51,16 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def bundle_files(manifest: dict) -> list[str]:
+    """Every file this bundle must hold: the fixed ones and the optional parts its manifest declares."""
+    return [*FILES.values(), *(name for part, name in OPTIONAL_FILES.items() if manifest.get(part))]
+
+
 def write_manifest(folder: Path, manifest: dict) -> dict:
     """Add format version and checksums of every bundle file, then write ``manifest.json``."""
     folder = Path(folder)
     manifest = {"format_version": FORMAT_VERSION, **manifest}
-    manifest["files"] = {name: sha256_of(folder / name) for name in FILES.values()}
+    manifest["files"] = {name: sha256_of(folder / name) for name in bundle_files(manifest)}
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False, default=_jsonable))
     return manifest
 
@@ -77,7 +87,7 @@ def read_manifest(folder: Path, verify: bool = True) -> dict:
     if version != FORMAT_VERSION:
         raise BundleError(f"{path} has format version {version}; this code reads version {FORMAT_VERSION}. "
                           "Rebuild the bundle with this version.")
-    for name in FILES.values():
+    for name in bundle_files(manifest):
         file = folder / name
         if not file.is_file():
             raise BundleError(f"Bundle file {file} is missing. Rebuild the bundle with `python -m train build`.")
@@ -151,6 +161,10 @@ def model_card(manifest: dict, repo_id: str) -> str:
         f"| image encoder | {manifest.get('image_encoder', {}).get('architecture')} "
         f"(dim {manifest.get('image_encoder', {}).get('dimension')}, "
         f"{manifest.get('image_encoder', {}).get('parameters', 0):,} parameters) |",
+        *([f"| title head | predicts titles from thumbnail features: kernel ridge, "
+            f"{manifest['title_head'].get('random_features', 0):,} random features, cross-fitted over "
+            f"{manifest['title_head'].get('folds')} folds (image vectors {manifest['title_head'].get('dimension')}-d) |"]
+          if manifest.get("title_head") else []),
         f"| indexes | text: {manifest.get('indexes', {}).get('text', {}).get('type')}, "
         f"image: {manifest.get('indexes', {}).get('image', {}).get('type')} |",
         f"| hybrid weight alpha | {manifest.get('fusion', {}).get('alpha')} |",

@@ -10,7 +10,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from .bundle import DEFAULT_BUNDLE_DIR, FILES, load_vectors, read_manifest, resolve_bundle
+from .bundle import DEFAULT_BUNDLE_DIR, FILES, OPTIONAL_FILES, load_vectors, read_manifest, resolve_bundle
 from .catalog import Catalog
 from .errors import BundleError, InvalidQueryError
 from .fusion import DEFAULT_ALPHA, FUSION_METHODS
@@ -18,6 +18,7 @@ from .images import ImageInput
 from .index import describe_index, load_index
 from .ranking import fuse_candidates, hybrid_candidates, search_excluding
 from .thumbnails import ThumbnailEncoder
+from .title_head import TitleHead
 from .titles import TitleEncoder, clean_title
 
 logger = logging.getLogger(__name__)
@@ -68,14 +69,16 @@ class Recommender:
 
     def __init__(self, catalog: Catalog, thumbnail_encoder: ThumbnailEncoder, title_encoder: TitleEncoder,
                  image_vectors: np.ndarray, text_vectors: np.ndarray, image_index: faiss.Index,
-                 text_index: faiss.Index, manifest: dict | None = None):
+                 text_index: faiss.Index, manifest: dict | None = None, title_head: TitleHead | None = None):
         count = len(catalog)
         for name, array in (("image vectors", image_vectors), ("text vectors", text_vectors)):
             if array.shape[0] != count:
                 raise BundleError(f"{name} have {array.shape[0]} rows but the catalog has {count} items.")
-        if image_vectors.shape[1] != thumbnail_encoder.dimension:
-            raise BundleError(f"Image vectors have dimension {image_vectors.shape[1]} but the thumbnail encoder "
-                              f"produces {thumbnail_encoder.dimension}. Rebuild the bundle.")
+        image_dimension = thumbnail_encoder.dimension if title_head is None else title_head.dimension
+        if image_vectors.shape[1] != image_dimension:
+            producer = "thumbnail encoder and title head produce" if title_head else "thumbnail encoder produces"
+            raise BundleError(f"Image vectors have dimension {image_vectors.shape[1]} but the bundle's {producer} "
+                              f"{image_dimension}. Rebuild the bundle.")
         if text_vectors.shape[1] != title_encoder.dimension:
             raise BundleError(
                 f"Text model {title_encoder.model_name_or_path!r} produces {title_encoder.dimension}-d vectors but "
@@ -84,6 +87,7 @@ class Recommender:
             )
         self.catalog = catalog
         self.thumbnail_encoder = thumbnail_encoder
+        self.title_head = title_head
         self.title_encoder = title_encoder
         self.image_vectors = image_vectors
         self.text_vectors = text_vectors
@@ -110,6 +114,8 @@ class Recommender:
             raise BundleError(f"{folder / FILES['catalog']} has {count} items but {folder / 'manifest.json'} "
                               f"says {manifest['count']}. Rebuild the bundle.")
         thumbnail_encoder = ThumbnailEncoder.load(folder / FILES["encoder_weights"], folder / FILES["encoder_config"])
+        title_head = (TitleHead.load(folder / OPTIONAL_FILES["title_head"], count, thumbnail_encoder.dimension)
+                      if manifest.get("title_head") else None)
         text_info = manifest.get("text_model", {})
         model = text_model or text_info.get("name")
         if not model:
@@ -128,7 +134,7 @@ class Recommender:
         text_index = load_index(folder / FILES["text_index"], count, text_vectors.shape[1])
         logger.info("Loaded bundle %s: %d items", folder, count)
         return cls(catalog, thumbnail_encoder, title_encoder, image_vectors, text_vectors, image_index,
-                   text_index, manifest)
+                   text_index, manifest, title_head)
 
     def __len__(self) -> int:
         return len(self.catalog)
@@ -141,7 +147,8 @@ class Recommender:
             "text_dimension": self.title_encoder.dimension,
             "text_backend": self.title_encoder.backend,
             "image_encoder": self.thumbnail_encoder.config.architecture,
-            "image_dimension": self.thumbnail_encoder.dimension,
+            "image_dimension": self.image_vectors.shape[1],
+            "title_head": self.title_head is not None,
             "image_index": describe_index(self.image_index),
             "text_index": describe_index(self.text_index),
             "default_alpha": self.default_alpha,
@@ -152,7 +159,23 @@ class Recommender:
         return self.title_encoder.encode([clean_title(title)])
 
     def encode_image(self, image: ImageInput) -> np.ndarray:
-        return self.thumbnail_encoder.embed_arrays(self.thumbnail_encoder.prepare(image)[None])
+        features = self.thumbnail_encoder.embed_arrays(self.thumbnail_encoder.prepare(image)[None])
+        return self.image_vectors_for(features)
+
+    def encode_images(self, images: list[ImageInput]) -> np.ndarray:
+        """Many uploads at once, batched: the vectors :meth:`encode_image` gives one by one."""
+        return self.image_vectors_for(self.thumbnail_encoder.encode(images))
+
+    def image_vectors_for(self, features: np.ndarray) -> np.ndarray:
+        """Image-index vectors of uploaded thumbnails' autoencoder features.
+
+        With a title head, each upload's title is predicted by the fold of the catalog item it looks
+        most like (nearest by features alone), as that item's own vector was.
+        """
+        if self.title_head is None:
+            return features
+        _, nearest = self.image_index.search(self.title_head.looks_query(features), 1)
+        return self.title_head.join(features, self.title_head.predict(features, np.maximum(nearest[:, 0], 0)))
 
     def recommend(self, image: ImageInput | None = None, title: str | None = None, item_id: str | int | None = None,
                   mode: str = "hybrid", k: int = 8, alpha: float | None = None,

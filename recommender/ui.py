@@ -150,7 +150,8 @@ def banner_text(api: Endpoints) -> str:
     model = info["text_model"]
     model = "/".join(Path(model).parts[-2:]) if Path(model).is_absolute() else model  # a local copy: its name
     return (f"**{info['items']:,} videos** · titles: `{model}` ({info['text_dimension']}-d, "
-            f"{info['text_index']}) · thumbnails: {info['image_encoder'].upper()} ({info['image_dimension']}-d, "
+            f"{info['text_index']}) · thumbnails: {info['image_encoder'].upper()}"
+            f"{' + title head' if info['title_head'] else ''} ({info['image_dimension']}-d, "
             f"{info['image_index']}) · default α {info['default_alpha']:.2f} · bundle: "
             f"{markdown_text(info['bundle'], limit=200)}")
 

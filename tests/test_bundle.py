@@ -13,12 +13,15 @@ from huggingface_hub import ModelCard
 
 from recommender import BundleError, Recommender
 from recommender.autoencoder import EncoderConfig
-from recommender.bundle import FILES, FORMAT_VERSION, MANIFEST, model_card, sha256_of, write_manifest
+from recommender.bundle import FILES, FORMAT_VERSION, MANIFEST, OPTIONAL_FILES, model_card, sha256_of, write_manifest
 from recommender.fusion import DEFAULT_ALPHA
 from recommender.index import build_index, save_index
 
 from .conftest import TEST_ENCODER, HubCache
 from .synthetic import catalog_records, write_tiny_text_model
+
+#: Every file of the test bundle: the fixed ones and its title head.
+BUNDLE_FILES = sorted([*FILES.values(), *OPTIONAL_FILES.values()])
 
 
 def queries() -> list[dict]:
@@ -57,7 +60,10 @@ def test_manifest_describes_the_bundle(bundle_dir: Path, catalog_parquet: Path, 
     assert manifest["image_encoder"]["parameters"] > 0
     assert set(manifest["indexes"]) == {"image", "text"}
     assert manifest["fusion"]["alpha"] == DEFAULT_ALPHA
-    assert manifest["files"] == {name: sha256_of(bundle_dir / name) for name in FILES.values()}
+    assert manifest["files"] == {name: sha256_of(bundle_dir / name) for name in BUNDLE_FILES}
+    head = manifest["title_head"]
+    assert head["file"] == OPTIONAL_FILES["title_head"] and head["folds"] == 5 and head["random_features"] == 4096
+    assert head["dimension"] == manifest["indexes"]["image"]["dimension"] == manifest["image_encoder"]["dimension"] + 32
 
 
 def test_round_trip_gives_identical_vectors_and_rankings(tmp_path: Path, bundle_dir: Path,
@@ -74,11 +80,13 @@ def test_round_trip_gives_identical_vectors_and_rankings(tmp_path: Path, bundle_
 
 
 def test_stored_vectors_are_what_the_stored_models_compute(recommender: Recommender) -> None:
-    """Build-time embedding (batched, from preprocessed arrays) and query-time embedding agree."""
+    """Build-time embedding (batched, from preprocessed arrays) and query-time embedding agree: a catalog
+    thumbnail uploaded again gets its stored vector, title-head prediction included."""
     catalog = recommender.catalog
     text = recommender.title_encoder.encode(catalog.titles)
     assert np.allclose(text, recommender.text_vectors, atol=1e-5)
-    images = recommender.thumbnail_encoder.encode([catalog.image_bytes(row) for row in range(len(catalog))])
+    images = recommender.encode_images([catalog.image_bytes(row) for row in range(len(catalog))])
+    assert recommender.title_head is not None and images.shape[1] == recommender.title_head.dimension
     assert np.allclose(images, recommender.image_vectors, atol=2e-3)
     assert np.allclose(np.linalg.norm(recommender.image_vectors, axis=1), 1.0, atol=1e-5)
 
@@ -124,14 +132,14 @@ def test_wrong_format_version(broken: Path) -> None:
         Recommender.load(broken)
 
 
-@pytest.mark.parametrize("name", sorted(FILES.values()))
+@pytest.mark.parametrize("name", BUNDLE_FILES)
 def test_missing_file_is_named(broken: Path, name: str) -> None:
     (broken / name).unlink()
     with pytest.raises(BundleError, match=rf"{name} is missing"):
         Recommender.load(broken)
 
 
-@pytest.mark.parametrize("name", sorted(FILES.values()))
+@pytest.mark.parametrize("name", BUNDLE_FILES)
 def test_corrupted_file_fails_its_checksum(broken: Path, name: str) -> None:
     data = bytearray((broken / name).read_bytes())
     data[len(data) // 2] ^= 0xFF
@@ -140,7 +148,7 @@ def test_corrupted_file_fails_its_checksum(broken: Path, name: str) -> None:
         Recommender.load(broken)
 
 
-@pytest.mark.parametrize("name", sorted(FILES.values()))
+@pytest.mark.parametrize("name", BUNDLE_FILES)
 def test_file_without_a_checksum_is_refused(broken: Path, name: str) -> None:
     """A manifest that forgot a file must not let that file through unverified."""
     manifest = json.loads((broken / MANIFEST).read_text())
@@ -151,7 +159,7 @@ def test_file_without_a_checksum_is_refused(broken: Path, name: str) -> None:
     assert len(Recommender.load(broken, verify=False)) > 0  # the explicit opt-out still loads
 
 
-@pytest.mark.parametrize("name", sorted(FILES.values()))
+@pytest.mark.parametrize("name", BUNDLE_FILES)
 def test_garbage_file_with_a_valid_checksum_is_named(broken: Path, name: str) -> None:
     """A bundle written wrong in the first place: the checksum matches, the content does not load."""
     (broken / name).write_bytes(b"\x00\x01garbage" * 64)
@@ -269,6 +277,9 @@ def test_model_card(bundle_dir: Path) -> None:
     assert "a catalog of 32 videos" in text
     assert f"{manifest['image_encoder']['parameters']:,} parameters" in text
     assert "## Evaluation" in text and "hit rate@8: 0.61" in text
+    assert "| title head | predicts titles from thumbnail features: kernel ridge, 4,096 random features" in text
+    manifest["title_head"] = None
+    assert "title head" not in model_card(manifest, "someuser/somebundle")
     local = ModelCard(model_card(json.loads((bundle_dir / MANIFEST).read_text()), "someuser/somebundle"))
     assert not local.data.datasets and not local.data.base_model  # local paths are not Hub ids
     assert "## Evaluation" not in local.text

@@ -38,7 +38,8 @@ def cli(tmp_path_factory: pytest.TempPathFactory, catalog_parquet: Path, text_mo
         "build_help": ["train", "build", "--help"],
         "recommend_help": ["recommender", "--help"],
         "build": ["train", "build", "--dataset", str(catalog_parquet), "--output", str(work / "bundle"),
-                  "--text-model", str(text_model), "--epochs", "1", "--batch-size", "16", "--seed", "3"],
+                  "--text-model", str(text_model), "--epochs", "1", "--batch-size", "16", "--seed", "3",
+                  "--no-title-head"],
         "recommend_hub": ["recommender", "--bundle", hub_cache.repo_id, "--revision", "main",
                           "--title", "paper plane tutorial", "--mode", "text", "-k", "4", "--json"],
         "recommend_error": ["recommender", "--bundle", str(work / "no-bundle"), "--title", "phone"],
@@ -62,7 +63,7 @@ def test_build_help_is_complete(cli: dict[str, Run]) -> None:
     for option in ("--dataset", "--dataset-revision", "--output", "--overwrite", "--image-column", "--title-column",
                    "--id-column", "--limit", "--text-model", "--text-revision", "--text-prefix", "--encoder",
                    "--encoder-weights", "--epochs", "--batch-size", "--learning-rate", "--no-denoising",
-                   "--time-budget", "--seed", "--index-key", "--alpha"):
+                   "--time-budget", "--seed", "--no-title-head", "--index-key", "--alpha"):
         assert option in run.stdout
     assert "Ransaka/youtube_recommendation_data" in run.stdout and "intfloat/multilingual-e5-base" in run.stdout
 
@@ -98,8 +99,14 @@ def test_build_command_makes_a_working_bundle(cli: dict[str, Run]) -> None:
     assert len(manifest["image_encoder"]["training"]["train_loss"]) == 1
     assert manifest["image_encoder"]["training"]["seed"] == 3
     assert (bundle / "training" / "loss_curve.png").stat().st_size > 0
+    assert manifest["title_head"] is None and "title head" not in run.stdout  # --no-title-head
+    assert not (bundle / "title_head.safetensors").exists()
     recommender = Recommender.load(bundle)
+    assert recommender.title_head is None
+    assert recommender.image_vectors.shape[1] == recommender.thumbnail_encoder.dimension
     assert recommender.recommend(title="paper plane tutorial", mode="text", k=1)[0].item_id == "vid103"
+    image = recommender.catalog.image_bytes(5)
+    assert recommender.recommend(image=image, mode="image", k=1)[0].row == 5
 
 
 def test_recommend_prints_json_from_a_hub_repo(cli: dict[str, Run]) -> None:

@@ -202,7 +202,7 @@ def test_evaluate_command_writes_report_and_tunes_the_manifest(bundle_dir: Path,
     assert manifest["evaluation"]["report"] == "evaluation/report.md"
     assert Recommender.load(bundle, text_model=str(text_model)).default_alpha == metrics["alpha"]
     card = model_card(manifest, "someone/bundle")
-    assert "## Evaluation" in card and "| this bundle | image |" in card
+    assert "## Evaluation" in card and "| this bundle | image (features + title head) |" in card
 
 
 def test_evaluate_without_setting_alpha_leaves_the_manifest_alone(bundle_dir: Path, text_model: Path,

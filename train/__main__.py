@@ -42,6 +42,9 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-denoising", action="store_true", help="train a plain autoencoder (no corruption)")
     parser.add_argument("--time-budget", type=float, help="stop training after the epoch that passes this many seconds")
     parser.add_argument("--seed", type=int, default=TrainingConfig.seed, help="random seed (default: 0)")
+    parser.add_argument("--no-title-head", action="store_true",
+                        help="do not fit the title head (thumbnail features -> predicted title) that image vectors "
+                             "join; the baseline encoder never has one")
     parser.add_argument("--index-key", help="FAISS factory string for both indexes (default: chosen from catalog size)")
     parser.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, help="default hybrid text weight")
 
@@ -57,10 +60,12 @@ def run_build(args: argparse.Namespace) -> None:
         id_column=args.id_column, dataset_revision=args.dataset_revision, limit=args.limit,
         text_model=args.text_model, text_revision=args.text_revision, text_prefix=args.text_prefix,
         encoder_config=ENCODERS[args.encoder], training=training, encoder_weights=args.encoder_weights,
-        index_key=args.index_key, alpha=args.alpha, overwrite=args.overwrite,
+        title_head=not args.no_title_head and args.encoder != "baseline", index_key=args.index_key,
+        alpha=args.alpha, overwrite=args.overwrite,
     )
     print(f"Built {args.output}: {manifest['count']} items, skipped {manifest['source']['skipped_rows']} rows, "
-          f"image dim {manifest['image_encoder']['dimension']}, text dim {manifest['text_model']['dimension']}.")
+          f"image dim {manifest['indexes']['image']['dimension']}"
+          f"{' (with title head)' if manifest['title_head'] else ''}, text dim {manifest['text_model']['dimension']}.")
 
 
 def add_push_arguments(parser: argparse.ArgumentParser) -> None:

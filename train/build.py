@@ -18,11 +18,12 @@ import torch
 from tqdm.auto import tqdm
 
 from recommender.autoencoder import EncoderConfig, load_autoencoder, save_autoencoder
-from recommender.bundle import FILES, write_manifest
+from recommender.bundle import FILES, OPTIONAL_FILES, write_manifest
 from recommender.catalog import DEFAULT_DATASET, load_catalog
 from recommender.fusion import DEFAULT_ALPHA
 from recommender.index import build_index, describe_index, save_index
 from recommender.thumbnails import ThumbnailEncoder
+from recommender.title_head import KERNEL_GAMMA, MIN_ITEMS, fit_title_head
 from recommender.titles import DEFAULT_TEXT_MODEL, TitleEncoder
 
 from .autoencoder import TrainingConfig, catalog_arrays, plot_loss_curve, plot_reconstructions, train_autoencoder
@@ -36,12 +37,14 @@ def build_bundle(source: str | Path = DEFAULT_DATASET, output: str | Path = "bun
                  dataset_revision: str | None = None, limit: int | None = None,
                  text_model: str = DEFAULT_TEXT_MODEL, text_revision: str | None = None, text_prefix: str | None = None,
                  encoder_config: EncoderConfig = EncoderConfig(), training: TrainingConfig = TrainingConfig(),
-                 encoder_weights: Path | None = None, index_key: str | None = None,
+                 encoder_weights: Path | None = None, title_head: bool = True, index_key: str | None = None,
                  alpha: float = DEFAULT_ALPHA, overwrite: bool = False, show_progress_bar: bool = True) -> dict:
     """Build a complete bundle in ``output`` and return its manifest.
 
     Work happens in ``<output>.partial`` and replaces ``output`` only when everything
-    succeeded, so a failed build never leaves a half-written bundle behind.
+    succeeded, so a failed build never leaves a half-written bundle behind. ``title_head`` fits a
+    :class:`~recommender.title_head.TitleHead` on the catalog (skipped, with a warning, for catalogs
+    under :data:`~recommender.title_head.MIN_ITEMS` items).
     """
     output = Path(output)
     if output.exists() and any(output.iterdir()) and not overwrite:
@@ -75,10 +78,23 @@ def build_bundle(source: str | Path = DEFAULT_DATASET, output: str | Path = "bun
 
         started = time.perf_counter()
         thumbnail_encoder = ThumbnailEncoder(model)
-        image_vectors = _embed_arrays(thumbnail_encoder, arrays, show_progress_bar)
+        image_vectors = features = _embed_arrays(thumbnail_encoder, arrays, show_progress_bar)
         title_encoder = TitleEncoder(text_model, revision=text_revision, prefix=text_prefix)
         text_vectors = title_encoder.encode(catalog.titles, show_progress_bar=show_progress_bar)
         timings["embedding_s"] = time.perf_counter() - started
+
+        head_info = None
+        if title_head and len(catalog) < MIN_ITEMS:
+            logger.warning("Catalog has %d items: too few to fit a title head (needs %d); building without one.",
+                           len(catalog), MIN_ITEMS)
+        elif title_head:
+            started = time.perf_counter()
+            head, image_vectors = fit_title_head(features, text_vectors)
+            head.save(staging / OPTIONAL_FILES["title_head"])
+            head_info = {"file": OPTIONAL_FILES["title_head"], "folds": int(head.weights.shape[0]),
+                         "random_features": int(head.phase.shape[0]), "kernel_gamma": KERNEL_GAMMA,
+                         "ridge": head.ridge, "feature_share": head.feature_share, "dimension": head.dimension}
+            timings["title_head_s"] = time.perf_counter() - started
 
         started = time.perf_counter()
         indexes = {}
@@ -102,6 +118,7 @@ def build_bundle(source: str | Path = DEFAULT_DATASET, output: str | Path = "bun
                               "parameters": thumbnail_encoder.parameters, "config": asdict(encoder_config),
                               "training": None if history is None else {**asdict(training), **history.to_dict()},
                               "weights_reused_from": str(encoder_weights) if encoder_weights else None},
+            "title_head": head_info,
             "indexes": indexes,
             "fusion": {"alpha": alpha, "method": "weighted"},
             "build": {"timings": timings, "torch": torch.__version__, "python": platform.python_version()},
@@ -124,7 +141,7 @@ def _removed_on_failure(folder: Path) -> Iterator[None]:
 
 def _embed_arrays(encoder: ThumbnailEncoder, arrays: np.ndarray, show_progress_bar: bool,
                   batch_size: int = 128) -> np.ndarray:
-    """Embed the already-preprocessed catalog thumbnails (no second decode)."""
+    """The autoencoder features of the already-preprocessed catalog thumbnails (no second decode)."""
     chunks = [encoder.embed_arrays(arrays[start:start + batch_size].astype(np.float32) / 255.0)
               for start in tqdm(range(0, len(arrays), batch_size), desc="Embedding thumbnails", unit="batch",
                                 disable=not show_progress_bar)]

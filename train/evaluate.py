@@ -181,7 +181,7 @@ def reupload_recall(recommender: Recommender, rows: np.ndarray, queries: dict[st
     """Image-mode recall@1 / @5 of the original for each variant, as ``recommend(image=...)`` ranks."""
     results = {}
     for name, images in queries.items():
-        vectors = recommender.thumbnail_encoder.encode(images)
+        vectors = recommender.encode_images(images)
         ranked, scores = search_excluding(recommender.image_index, vectors, 5)
         for position in range(min(verify, len(images))):
             served = recommender.recommend(image=images[position], mode="image", k=5)
@@ -191,7 +191,7 @@ def reupload_recall(recommender: Recommender, rows: np.ndarray, queries: dict[st
                 raise EvaluationError(f"Bulk image search drifted from Recommender.recommend ({name}, query {position}).")
         results[name] = {"recall@1": recall_at_k(ranked, rows, 1), "recall@5": recall_at_k(ranked, rows, 5),
                          "misses": int((ranked[:, 0] != rows).sum()),
-                         "misses_on_duplicates": duplicate_misses(recommender.image_vectors, ranked[:, 0], rows)}
+                         "misses_on_duplicates": duplicate_misses(thumbnail_features(recommender), ranked[:, 0], rows)}
     headline = [results[name]["recall@1"] for name in REUPLOAD_HEADLINE]
     results["re-upload (all headline variants)"] = {
         "recall@1": float(np.mean(headline)),
@@ -202,14 +202,20 @@ def reupload_recall(recommender: Recommender, rows: np.ndarray, queries: dict[st
     return results
 
 
-def duplicate_misses(image_vectors: np.ndarray, first: np.ndarray, originals: np.ndarray) -> int:
+def thumbnail_features(recommender: Recommender) -> np.ndarray:
+    """The catalog's autoencoder vectors: what the picture looks like, without the title head's prediction."""
+    head = recommender.title_head
+    return recommender.image_vectors if head is None else head.features_of(recommender.image_vectors)
+
+
+def duplicate_misses(features: np.ndarray, first: np.ndarray, originals: np.ndarray) -> int:
     """Rank-1 misses that returned another catalog item with the same thumbnail (catalogs hold re-uploads too).
 
-    Same thumbnail = stored image vectors at cosine >= :data:`DUPLICATE_COSINE`; no image search can
+    Same thumbnail = autoencoder vectors at cosine >= :data:`DUPLICATE_COSINE`; no image search can
     tell such items apart, so these misses are reported next to recall@1 rather than hidden in it.
     """
     missed = (first != originals) & (first >= 0)
-    cosine = np.einsum("ij,ij->i", image_vectors[first[missed]], image_vectors[originals[missed]])
+    cosine = np.einsum("ij,ij->i", features[first[missed]], features[originals[missed]])
     return int((cosine >= DUPLICATE_COSINE).sum())
 
 
@@ -425,6 +431,7 @@ def evaluate(bundle: str | Path, *, text_model: str | None = None, label: str = 
         "ks": list(ks),
         "image_encoder": {key: recommender.manifest.get("image_encoder", {}).get(key)
                           for key in ("architecture", "dimension", "parameters")},
+        "title_head": recommender.manifest.get("title_head"),
         "text_model": recommender.manifest.get("text_model", {}).get("name"),
         "indexes": {"image": recommender.info()["image_index"], "text": recommender.info()["text_index"]},
         "alpha": alpha,
@@ -535,7 +542,8 @@ def quality_rows(results: dict) -> list[tuple[str, str, dict]]:
     """(system, mode, metrics) rows of the main table, references first."""
     rows = [("random", "–", results["reference"]["random"]), ("ceiling", "–", results["reference"]["ceiling"])]
     modes = results["modes"]
-    rows += [("this bundle", "image", modes["image"]), ("this bundle", "text", modes["text"]),
+    image = "image (features + title head)" if results.get("title_head") else "image"
+    rows += [("this bundle", image, modes["image"]), ("this bundle", "text", modes["text"]),
              ("this bundle", f"hybrid (weighted, alpha={results['alpha']:.2f})", modes["hybrid"]),
              ("this bundle", f"hybrid (RRF, alpha={results['alpha_rrf']:.2f})", modes["hybrid (rrf)"])]
     baseline = results.get("baseline")
@@ -609,8 +617,14 @@ def report_markdown(results: dict, with_examples: bool = True) -> str:
         f"Measured {results['created']} on code `{results['code_commit']}`; image encoder `{encoder.get('architecture')}` "
         f"(dim {encoder.get('dimension')}, {encoder.get('parameters') or 0:,} parameters), text model "
         f"`{results['text_model']}`, indexes: image {results['indexes']['image']}, text {results['indexes']['text']}.", "",
-        "## Ranking quality", "",
     ]
+    head = results.get("title_head")
+    if head:
+        lines += [f"Image vectors join the encoder's features with a title head's prediction ({head['dimension']}-d): "
+                  f"kernel ridge regression from features to title vectors ({head['random_features']:,} random "
+                  f"Fourier features, ridge {head['ridge']}), cross-fitted over {head['folds']} folds, so no "
+                  "catalog item's vector was fitted on its own title.", ""]
+    lines += ["## Ranking quality", ""]
     lines += _quality_table(results, quality_rows(results))
     cv = results["alpha_selection"]["cross_validated"]
     lines += ["", f"Hybrid alpha (text weight) = **{results['alpha']:.2f}**, the best {metric} of the sweep below "
@@ -631,7 +645,7 @@ def report_markdown(results: dict, with_examples: bool = True) -> str:
     lines += ["", f"## Re-upload robustness (image mode, {results['reupload_queries']} catalog thumbnails)", "",
               "Each thumbnail altered, uploaded as a query; recall@1 = the original comes back first. 'Misses on "
               "duplicates' counts rank-1 misses that returned another catalog item with the same thumbnail "
-              f"(image vectors at cosine >= {DUPLICATE_COSINE}): the catalog holds the picture twice.", "",
+              f"(encoder features at cosine >= {DUPLICATE_COSINE}): the catalog holds the picture twice.", "",
               "| alteration | recall@1 | recall@5 | misses on duplicates |" + (" baseline recall@1 |" if baseline else ""),
               "|---|---:|---:|---:|" + ("---:|" if baseline else "")]
     for name, values in results["reupload"].items():
