@@ -36,15 +36,18 @@ TITLES_SETTLED_LOG = "Title queries settled on"
 
 
 def use_one_thread_per_query() -> None:
-    """Serving runs queries side by side on Gradio's workers, each too small to split: one torch/FAISS
+    """Serving runs queries side by side on Gradio's workers, each too small to split: one torch/FAISS/BLAS
     thread per query is as fast on a quiet CPU and up to 20x faster on a busy one (benchmarks:
-    image query 9 ms vs 168 ms p50 beside another process). Called after any first-start build,
-    so training still uses every core."""
+    image query 9 ms vs 168 ms p50 beside another process; numpy's OpenBLAS threads, used by the title
+    head, slowed hybrid uploads from 18 to 30 ms p50). Called after any first-start build, so
+    training still uses every core."""
     import faiss
     import torch
+    from threadpoolctl import threadpool_limits
 
     torch.set_num_threads(1)
     faiss.omp_set_num_threads(1)
+    threadpool_limits(limits=1, user_api="blas")
 
 
 class NotReadyError(RecommenderError):

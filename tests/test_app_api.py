@@ -381,3 +381,22 @@ def wait_until_ready(client: Client, attempts: int = 240) -> dict:
         assert "failed" not in info["status"], info["status"]
         time.sleep(0.5)
     raise AssertionError("the app never became ready")
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core: every pool has one thread anyway")
+def test_serving_uses_one_thread_per_query_in_every_pool() -> None:
+    """torch, FAISS and numpy's BLAS (the title head's matrix products) each get one thread: BLAS
+    threads spinning beside torch's made hybrid uploads twice as slow."""
+    script = ("import faiss, torch; from threadpoolctl import threadpool_info\n"
+              "blas = lambda: max(p['num_threads'] for p in threadpool_info() if p['user_api'] == 'blas')\n"
+              "before = blas()\n"
+              "from recommender.startup import use_one_thread_per_query\n"
+              "use_one_thread_per_query()\n"
+              "print(before, blas(), torch.get_num_threads(), faiss.omp_get_max_threads())\n")
+    env = {name: value for name, value in os.environ.items()
+           if name not in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+    run = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).resolve().parent.parent, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    before, blas, torch_threads, faiss_threads = map(int, run.stdout.split())
+    assert before > 1 and (blas, torch_threads, faiss_threads) == (1, 1, 1)
