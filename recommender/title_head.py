@@ -16,12 +16,15 @@ prediction its original got, and a new picture gets a regression that never saw 
 from __future__ import annotations
 
 import math
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import numpy as np
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import load_file, save_file
+from threadpoolctl import ThreadpoolController
 
 from .errors import BundleError
 from .index import normalize
@@ -43,6 +46,9 @@ MIN_ITEMS = 2 * FOLDS
 MAX_FIT_ITEMS = 50_000
 #: Items mapped to random features at a time when predicting (4096 float32 features each).
 PREDICT_BATCH = 8192
+#: Up to this many uploads are predicted on one BLAS thread: BLAS threads spinning beside torch's
+#: made a single upload 17 ms instead of 10 (default threads, as a library user calls it).
+SINGLE_THREAD_ROWS = 64
 
 
 def ridge_regression(inputs: np.ndarray, targets: np.ndarray,
@@ -66,6 +72,20 @@ def random_fourier_projection(feature_dimension: int, count: int = RANDOM_FEATUR
     rng = np.random.default_rng(seed)
     projection = rng.normal(scale=math.sqrt(gamma), size=(feature_dimension, count)).astype(np.float32)
     return projection, rng.uniform(0.0, 2 * math.pi, size=count).astype(np.float32)
+
+
+@cache
+def _blas_controller() -> ThreadpoolController:
+    return ThreadpoolController()
+
+
+def _blas_threads_for(rows: int) -> AbstractContextManager:
+    """One BLAS thread for a few rows (too little work to split), the library's default for many.
+
+    The limit is process-wide while it lasts (BLAS has no per-thread setting): numpy work in other
+    threads meanwhile runs on one thread too. The app sets one BLAS thread per query anyway.
+    """
+    return _blas_controller().limit(limits=1, user_api="blas") if rows <= SINGLE_THREAD_ROWS else nullcontext()
 
 
 def random_fourier_features(features: np.ndarray, projection: np.ndarray, phase: np.ndarray) -> np.ndarray:
@@ -119,6 +139,11 @@ class TitleHead:
         """Unit title predictions for ``features``, each by the fold of the catalog item in ``rows``."""
         predicted = np.empty((len(features), self.title_dimension), dtype=np.float32)
         fold_of = self.folds[np.asarray(rows)]
+        with _blas_threads_for(len(features)):
+            self._predict_into(predicted, features, fold_of)
+        return normalize(predicted)
+
+    def _predict_into(self, predicted: np.ndarray, features: np.ndarray, fold_of: np.ndarray) -> None:
         for start in range(0, len(features), PREDICT_BATCH):
             batch = slice(start, start + PREDICT_BATCH)
             mapped = random_fourier_features(features[batch], self.projection, self.phase)
@@ -126,7 +151,6 @@ class TitleHead:
                 chosen = fold_of[batch] == fold
                 centred = mapped[chosen] - self.input_means[fold]
                 predicted[batch][chosen] = centred @ self.weights[fold] + self.output_means[fold]
-        return normalize(predicted)
 
     def join(self, features: np.ndarray, predicted: np.ndarray) -> np.ndarray:
         """Image vectors: cosine of two = ``share * feature cosine + (1 - share) * predicted-title cosine``."""
