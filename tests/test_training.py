@@ -109,3 +109,34 @@ def test_config_from_a_newer_version_is_refused(tmp_path: Path) -> None:
     (tmp_path / "encoder.safetensors").write_bytes(b"")
     with pytest.raises(BundleError, match="attention_heads"):
         load_autoencoder(tmp_path / "encoder.safetensors", tmp_path / "encoder.json")
+
+
+def test_replacing_a_bundle_never_loses_both(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--overwrite swaps folders by renames: done, only the new one is left; interrupted between the
+    two renames, the previous bundle is still whole in <bundle>.old."""
+    from train.build import replace_folder
+
+    def folders(name: str) -> tuple[Path, Path]:
+        new, target = tmp_path / name / "bundle.partial", tmp_path / name / "bundle"
+        for folder, content in ((new, "new"), (target, "old")):
+            folder.mkdir(parents=True)
+            (folder / "manifest.json").write_text(content)
+        return new, target
+
+    new, target = folders("done")
+    replace_folder(new, target)
+    assert (target / "manifest.json").read_text() == "new"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["bundle"]
+
+    new, target = folders("interrupted")
+    rename = Path.rename
+
+    def crash_on_the_new_bundle(self: Path, destination: Path) -> Path:
+        if self == new:
+            raise KeyboardInterrupt
+        return rename(self, destination)
+
+    monkeypatch.setattr(Path, "rename", crash_on_the_new_bundle)
+    with pytest.raises(KeyboardInterrupt):
+        replace_folder(new, target)
+    assert (target.with_name("bundle.old") / "manifest.json").read_text() == "old"

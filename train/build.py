@@ -123,10 +123,19 @@ def build_bundle(source: str | Path = DEFAULT_DATASET, output: str | Path = "bun
             "fusion": {"alpha": alpha, "method": "weighted"},
             "build": {"timings": timings, "torch": torch.__version__, "python": platform.python_version()},
         })
-        if output.exists():
-            shutil.rmtree(output)
-        staging.rename(output)
+        replace_folder(staging, output)
         return manifest
+
+
+def replace_folder(new: Path, target: Path) -> None:
+    """Put ``new`` in place of ``target`` with renames only, so a crash midway never loses both: the
+    previous bundle waits in ``<target>.old`` until the new one is in place, then goes."""
+    previous = target.with_name(target.name + ".old")
+    shutil.rmtree(previous, ignore_errors=True)
+    if target.exists():
+        target.rename(previous)
+    new.rename(target)
+    shutil.rmtree(previous, ignore_errors=True)
 
 
 @contextmanager
