@@ -11,8 +11,14 @@ import logging
 import os
 import sys
 
-from recommender.catalog import DEFAULT_DATASET
-from recommender.startup import ENV_BUNDLE, ENV_REVISION, ENV_TEXT_MODEL, Startup, plan_bundle
+from recommender.data.catalog import DEFAULT_DATASET
+from recommender.serving.startup import (
+    ENV_BUNDLE,
+    ENV_REVISION,
+    ENV_TEXT_MODEL,
+    Startup,
+    plan_bundle,
+)
 
 #: Training budget for a bundle built at first start, so a Space comes up within minutes, not hours.
 STARTUP_BUILD_SECONDS = 900
@@ -44,8 +50,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from recommender.ui import create_app, launch  # gradio import is slow: only once arguments are valid
-    from train.autoencoder import TrainingConfig
+    from recommender.serving.ui import (  # gradio import is slow: only once arguments are valid
+        create_app,
+        launch,
+    )
+    from train.trainer import TrainingConfig
 
     plan = plan_bundle(args.bundle, args.revision, os.environ, dataset=args.dataset)
     print(f"Bundle: {plan.describe()}", flush=True)

@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         return recommenders[name]
 
     if "encoder" in sections:
-        from recommender.bundle import FILES
+        from recommender.data.bundle import FILES
 
         from . import encoder
 

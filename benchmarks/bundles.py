@@ -29,9 +29,9 @@ def _manifest(bundle: Path) -> dict:
 def build_pair(data: str, work: Path, text_model: str, epochs: int | None, time_budget: float | None,
                baseline_epochs: int, limit: int | None, with_baseline: bool = True) -> Bundles:
     """Build ours, then the baseline with the same training time budget as ours took (at most ``baseline_epochs``)."""
-    from recommender.autoencoder import BASELINE_CONFIG, EncoderConfig
-    from train.autoencoder import TrainingConfig
+    from recommender.encoders.autoencoder import BASELINE_CONFIG, EncoderConfig
     from train.build import build_bundle
+    from train.trainer import TrainingConfig
 
     work.mkdir(parents=True, exist_ok=True)
     built = {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from recommender.bundle import FILES
+from recommender.data.bundle import FILES
 from recommender.engine import Recommender
 
 from .common import Results, Row, median_rate, percentiles, time_each

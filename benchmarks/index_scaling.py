@@ -17,7 +17,7 @@ import time
 import faiss
 import numpy as np
 
-from recommender import index as engine_index
+from recommender.search import index as engine_index
 
 from .common import Results, Row, percentiles
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from recommender.engine import Recommender
-from recommender.startup import ONNX_PROBE_TITLES, use_one_thread_per_query
+from recommender.serving.startup import ONNX_PROBE_TITLES, use_one_thread_per_query
 
 from .common import Results, Row, percentiles, time_each
 

@@ -27,7 +27,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-
 from .common import Results, Row, free_port, percentiles, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -120,8 +119,8 @@ def echo_app():
 
 def build_bundle_from(data: Path, text_model: str, output: Path, epochs: int, limit: int | None) -> Path:
     """A bundle from a local parquet file, written outside the repository (the data never goes in it)."""
-    from train.autoencoder import TrainingConfig
     from train.build import build_bundle
+    from train.trainer import TrainingConfig
 
     if not (output / "manifest.json").is_file():
         build_bundle(data, output, text_model=text_model, training=TrainingConfig(epochs=epochs), limit=limit,

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recommender.startup import TITLES_SETTLED_LOG
+from recommender.serving.startup import TITLES_SETTLED_LOG
 
 from .common import Results, Row, free_port, peak_rss_mib, stop_process
 

@@ -10,16 +10,23 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from .bundle import DEFAULT_BUNDLE_DIR, FILES, OPTIONAL_FILES, load_vectors, read_manifest, resolve_bundle
-from .catalog import Catalog
+from .data.bundle import (
+    DEFAULT_BUNDLE_DIR,
+    FILES,
+    OPTIONAL_FILES,
+    load_vectors,
+    read_manifest,
+    resolve_bundle,
+)
+from .data.catalog import Catalog
+from .data.images import ImageInput
+from .encoders.thumbnails import ThumbnailEncoder
+from .encoders.title_head import TitleHead
+from .encoders.titles import TitleEncoder, clean_title
 from .errors import BundleError, InvalidQueryError
-from .fusion import DEFAULT_ALPHA, FUSION_METHODS
-from .images import ImageInput
-from .index import describe_index, load_index
-from .ranking import fuse_candidates, hybrid_candidates, search_excluding
-from .thumbnails import ThumbnailEncoder
-from .title_head import TitleHead
-from .titles import TitleEncoder, clean_title
+from .search.fusion import DEFAULT_ALPHA, FUSION_METHODS
+from .search.index import describe_index, load_index
+from .search.ranking import fuse_candidates, hybrid_candidates, search_excluding
 
 logger = logging.getLogger(__name__)
 

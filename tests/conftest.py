@@ -18,7 +18,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # machine their spin-waits made each torch call ~40x slower (350 ms instead of 10 ms per query).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from recommender.autoencoder import EncoderConfig  # noqa: E402
+from recommender.encoders.autoencoder import EncoderConfig  # noqa: E402
 
 from .synthetic import write_catalog_parquet, write_tiny_text_model  # noqa: E402
 
@@ -45,8 +45,8 @@ def text_model(data_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def bundle_dir(data_dir: Path, catalog_parquet: Path, text_model: Path) -> Path:
     """A complete bundle built by the real pipeline (2 quick epochs)."""
-    from train.autoencoder import TrainingConfig
     from train.build import build_bundle
+    from train.trainer import TrainingConfig
 
     output = data_dir / "bundle"
     build_bundle(catalog_parquet, output, text_model=str(text_model), encoder_config=TEST_ENCODER,

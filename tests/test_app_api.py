@@ -27,9 +27,15 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 from recommender import Recommender
-from recommender.endpoints import CATALOG_PAGE, Endpoints
-from recommender.startup import ENV_BUNDLE, ENV_REVISION, BundlePlan, Startup, plan_bundle
-from recommender.ui import MAX_UPLOAD_BYTES, create_app, launch, render_details
+from recommender.serving.endpoints import CATALOG_PAGE, Endpoints
+from recommender.serving.startup import (
+    ENV_BUNDLE,
+    ENV_REVISION,
+    BundlePlan,
+    Startup,
+    plan_bundle,
+)
+from recommender.serving.ui import MAX_UPLOAD_BYTES, create_app, launch, render_details
 
 from .conftest import HubCache
 from .synthetic import CHANNELS, jpeg_bytes, thumbnail
@@ -329,7 +335,7 @@ def test_endpoints_say_when_still_starting_or_failed(tmp_path: Path) -> None:
 
 
 def test_builds_a_bundle_when_there_is_none(tmp_path: Path, catalog_parquet: Path, text_model: Path) -> None:
-    from train.autoencoder import TrainingConfig
+    from train.trainer import TrainingConfig
 
     from .conftest import TEST_ENCODER
 

@@ -12,10 +12,18 @@ import pytest
 from huggingface_hub import ModelCard
 
 from recommender import BundleError, Recommender
-from recommender.autoencoder import EncoderConfig
-from recommender.bundle import FILES, FORMAT_VERSION, MANIFEST, OPTIONAL_FILES, model_card, sha256_of, write_manifest
-from recommender.fusion import DEFAULT_ALPHA
-from recommender.index import build_index, save_index
+from recommender.data.bundle import (
+    FILES,
+    FORMAT_VERSION,
+    MANIFEST,
+    OPTIONAL_FILES,
+    model_card,
+    sha256_of,
+    write_manifest,
+)
+from recommender.encoders.autoencoder import EncoderConfig
+from recommender.search.fusion import DEFAULT_ALPHA
+from recommender.search.index import build_index, save_index
 
 from .conftest import TEST_ENCODER, HubCache
 from .synthetic import catalog_records, write_tiny_text_model

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from recommender.catalog import Catalog, load_catalog
+from recommender.data.catalog import Catalog, load_catalog
 from recommender.errors import CatalogError, InvalidQueryError
 
 from .synthetic import catalog_records, jpeg_bytes, thumbnail, write_catalog_parquet

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from recommender import MODES, InvalidQueryError, Recommender
-from recommender.bundle import FILES
-from recommender.fusion import RRF_K
+from recommender.data.bundle import FILES
+from recommender.search.fusion import RRF_K
 
 from .synthetic import catalog_records, jpeg_bytes, thumbnail
 

@@ -17,12 +17,22 @@ import pytest
 from PIL import Image
 
 from recommender import Recommender
-from recommender.autoencoder import BASELINE_CONFIG
-from recommender.bundle import model_card, read_manifest
-from recommender.fusion import fuse
-from recommender.metrics import (ceiling, encode_labels, ndcg_at_k, precision_at_k, random_expectation,
-                                 ranking_report, recall_at_k, reference_report, relevance, relevant_counts)
-from recommender.ranking import fuse_batch
+from recommender.data.bundle import model_card, read_manifest
+from recommender.encoders.autoencoder import BASELINE_CONFIG
+from recommender.search.fusion import fuse
+from recommender.search.ranking import fuse_batch
+from train.evaluation.metrics import (
+    ceiling,
+    encode_labels,
+    ndcg_at_k,
+    precision_at_k,
+    random_expectation,
+    ranking_report,
+    recall_at_k,
+    reference_report,
+    relevance,
+    relevant_counts,
+)
 
 #: The original design's architecture, shrunk so a test can train it in seconds.
 TINY_BASELINE = replace(BASELINE_CONFIG, width=64, height=48, channels=(4, 8, 8), latent_channels=8)
@@ -149,8 +159,8 @@ def test_duplicate_misses_count_only_misses_on_the_same_picture():
 @pytest.fixture(scope="module")
 def baseline_bundle(bundle_dir: Path, catalog_parquet: Path, text_model: Path) -> Path:
     """The original design's architecture (shrunk) on the same catalog."""
-    from train.autoencoder import TrainingConfig
     from train.build import build_bundle
+    from train.trainer import TrainingConfig
 
     output = bundle_dir.parent / "baseline-bundle"
     if not output.exists():

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from recommender.data.images import MAX_IMAGE_PIXELS, crop_letterbox, load_image
 from recommender.errors import InvalidQueryError
-from recommender.images import MAX_IMAGE_PIXELS, crop_letterbox, load_image
 
 from .synthetic import CHANNELS, jpeg_bytes, thumbnail
 

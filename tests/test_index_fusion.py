@@ -10,11 +10,25 @@ import numpy as np
 import pytest
 
 from recommender import Recommender
-from recommender.catalog import Catalog
+from recommender.data.catalog import Catalog
 from recommender.errors import BundleError
-from recommender.fusion import RRF_K, fuse, min_max, reciprocal_rank_fusion, weighted_fusion
-from recommender.index import (EXACT_SEARCH_LIMIT, HNSW_EF_SEARCH, build_index, choose_index_key, describe_index,
-                               load_index, normalize, save_index)
+from recommender.search.fusion import (
+    RRF_K,
+    fuse,
+    min_max,
+    reciprocal_rank_fusion,
+    weighted_fusion,
+)
+from recommender.search.index import (
+    EXACT_SEARCH_LIMIT,
+    HNSW_EF_SEARCH,
+    build_index,
+    choose_index_key,
+    describe_index,
+    load_index,
+    normalize,
+    save_index,
+)
 
 from .synthetic import catalog_records
 

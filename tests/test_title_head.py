@@ -8,9 +8,16 @@ import numpy as np
 import pytest
 
 from recommender import BundleError
-from recommender.index import normalize
-from recommender.title_head import (KERNEL_GAMMA, MIN_ITEMS, TitleHead, fit_title_head, fold_assignment,
-                                    random_fourier_features, random_fourier_projection)
+from recommender.encoders.title_head import (
+    KERNEL_GAMMA,
+    MIN_ITEMS,
+    TitleHead,
+    fit_title_head,
+    fold_assignment,
+    random_fourier_features,
+    random_fourier_projection,
+)
+from recommender.search.index import normalize
 
 TOPICS, PER_TOPIC, FEATURES, TITLES = 4, 50, 32, 12
 

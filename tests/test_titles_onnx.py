@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from recommender import titles_onnx
-from recommender.startup import TITLES_SETTLED_LOG, BundlePlan, Startup
-from recommender.titles import TitleEncoder
+from recommender.encoders import titles_onnx
+from recommender.encoders.titles import TitleEncoder
+from recommender.serving.startup import TITLES_SETTLED_LOG, BundlePlan, Startup
 
 from .synthetic import catalog_records, write_tiny_xlmr_model
 
@@ -24,7 +24,7 @@ TITLES = [record["title"] for record in catalog_records()]
 def test_the_app_moves_title_queries_to_onnx_runtime_with_the_same_vectors(
         bundle_dir: Path, text_model: Path, caplog: pytest.LogCaptureFixture) -> None:
     """After startup the export runs in the background; once it has, queries give PyTorch's vectors."""
-    caplog.set_level(logging.INFO, logger="recommender.startup")
+    caplog.set_level(logging.INFO, logger="recommender.serving.startup")
     startup = Startup(BundlePlan(str(bundle_dir), None, "test"), text_model=str(text_model)).start()
     recommender = startup.wait(timeout=120)
     encoder = recommender.title_encoder
@@ -57,7 +57,7 @@ def test_an_export_that_does_not_reproduce_pytorch_is_not_used(text_model: Path,
     encoder = TitleEncoder(str(text_model))
     before = encoder.encode([TITLES[0]])
     monkeypatch.setattr(titles_onnx, "TOLERANCE", -1.0)  # no export can be that exact
-    with caplog.at_level(logging.WARNING, logger="recommender.titles"):
+    with caplog.at_level(logging.WARNING, logger="recommender.encoders.titles"):
         assert encoder.use_onnx_runtime(TITLES[:4]) is False
     assert "stay on PyTorch" in caplog.text and "differ from PyTorch's" in caplog.text
     assert encoder.backend == "pytorch"

@@ -13,10 +13,15 @@ import torch
 from PIL import Image
 from safetensors import safe_open
 
-from recommender.autoencoder import BASELINE_CONFIG, EncoderConfig, load_autoencoder, save_autoencoder
-from recommender.catalog import load_catalog
+from recommender.data.catalog import load_catalog
+from recommender.encoders.autoencoder import (
+    BASELINE_CONFIG,
+    EncoderConfig,
+    load_autoencoder,
+    save_autoencoder,
+)
 from recommender.errors import BundleError
-from train.autoencoder import TrainingConfig, catalog_arrays, train_autoencoder
+from train.trainer import TrainingConfig, catalog_arrays, train_autoencoder
 
 from .conftest import TEST_ENCODER
 

@@ -7,13 +7,13 @@ import logging
 import sys
 from pathlib import Path
 
-from recommender.autoencoder import BASELINE_CONFIG, EncoderConfig
-from recommender.catalog import DEFAULT_DATASET
+from recommender.data.catalog import DEFAULT_DATASET
+from recommender.encoders.autoencoder import BASELINE_CONFIG, EncoderConfig
+from recommender.encoders.titles import DEFAULT_TEXT_MODEL
 from recommender.errors import RecommenderError
-from recommender.fusion import DEFAULT_ALPHA
-from recommender.titles import DEFAULT_TEXT_MODEL
+from recommender.search.fusion import DEFAULT_ALPHA
 
-from .autoencoder import TrainingConfig
+from .trainer import TrainingConfig
 
 ENCODERS = {"dae": EncoderConfig(), "baseline": BASELINE_CONFIG}
 
@@ -77,7 +77,7 @@ def add_push_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_push(args: argparse.Namespace) -> None:
-    from recommender.bundle import push_bundle
+    from recommender.data.bundle import push_bundle
 
     url = push_bundle(Path(args.bundle), args.repo_id, private=args.private, token=args.token,
                       revision=args.revision)

@@ -17,16 +17,26 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from recommender.autoencoder import EncoderConfig, load_autoencoder, save_autoencoder
-from recommender.bundle import FILES, OPTIONAL_FILES, write_manifest
-from recommender.catalog import DEFAULT_DATASET, load_catalog
-from recommender.fusion import DEFAULT_ALPHA
-from recommender.index import build_index, describe_index, save_index
-from recommender.thumbnails import ThumbnailEncoder
-from recommender.title_head import KERNEL_GAMMA, MIN_ITEMS, fit_title_head
-from recommender.titles import DEFAULT_TEXT_MODEL, TitleEncoder
+from recommender.data.bundle import FILES, OPTIONAL_FILES, write_manifest
+from recommender.data.catalog import DEFAULT_DATASET, load_catalog
+from recommender.encoders.autoencoder import (
+    EncoderConfig,
+    load_autoencoder,
+    save_autoencoder,
+)
+from recommender.encoders.thumbnails import ThumbnailEncoder
+from recommender.encoders.title_head import KERNEL_GAMMA, MIN_ITEMS, fit_title_head
+from recommender.encoders.titles import DEFAULT_TEXT_MODEL, TitleEncoder
+from recommender.search.fusion import DEFAULT_ALPHA
+from recommender.search.index import build_index, describe_index, save_index
 
-from .autoencoder import TrainingConfig, catalog_arrays, plot_loss_curve, plot_reconstructions, train_autoencoder
+from .trainer import (
+    TrainingConfig,
+    catalog_arrays,
+    plot_loss_curve,
+    plot_reconstructions,
+    train_autoencoder,
+)
 
 logger = logging.getLogger(__name__)
 TRAINING_DIR = "training"

@@ -37,11 +37,22 @@ import numpy as np
 import torch
 from PIL import Image, ImageEnhance
 
-from recommender.bundle import read_manifest, write_manifest
+from recommender.data.bundle import read_manifest, write_manifest
 from recommender.engine import CANDIDATE_FACTOR, MIN_CANDIDATES, Recommender
 from recommender.errors import RecommenderError
-from recommender.metrics import encode_labels, mean, ranking_report, recall_at_k, reference_report
-from recommender.ranking import Candidates, fuse_candidates, hybrid_candidates, search_excluding
+from recommender.search.ranking import (
+    Candidates,
+    fuse_candidates,
+    hybrid_candidates,
+    search_excluding,
+)
+from train.evaluation.metrics import (
+    encode_labels,
+    mean,
+    ranking_report,
+    recall_at_k,
+    reference_report,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,9 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from .errors import InvalidQueryError
+from ..errors import InvalidQueryError
+from .title_vectors import unit_sentence_embeddings
+from .titles_onnx import OnnxExportError, export_title_model
 
 logger = logging.getLogger(__name__)
 
@@ -21,12 +23,6 @@ MAX_TITLE_CHARS = 1000
 def default_prefix(model_name_or_path: str) -> str:
     """e5 models are trained with a ``query: `` prefix; symmetric title-to-title search uses it on both sides."""
     return "query: " if "e5" in str(model_name_or_path).lower() else ""
-
-
-def unit_sentence_embeddings(model: torch.nn.Module, features: dict) -> torch.Tensor:
-    """A SentenceTransformer's embeddings of tokenised ``features``, L2-normalised: every query vector,
-    on PyTorch or exported to ONNX (:mod:`recommender.titles_onnx`), is this function's output."""
-    return torch.nn.functional.normalize(model(features)["sentence_embedding"].float(), p=2, dim=-1)
 
 
 def clean_title(title: object) -> str:
@@ -46,7 +42,9 @@ class TitleEncoder:
 
     def __init__(self, model_name_or_path: str = DEFAULT_TEXT_MODEL, revision: str | None = None,
                  prefix: str | None = None, device: str = "cpu"):
-        from sentence_transformers import SentenceTransformer  # heavy import, only when needed
+        from sentence_transformers import (
+            SentenceTransformer,  # heavy import, only when needed
+        )
 
         self.model_name_or_path = str(model_name_or_path)
         self.revision = revision
@@ -68,8 +66,6 @@ class TitleEncoder:
 
         Takes seconds to a minute (the export): call it off the request path. Queries keep working meanwhile.
         """
-        from .titles_onnx import OnnxExportError, export_title_model  # a missing onnx package is an export failure
-
         try:
             self._onnx = export_title_model(self.model, [self.prefix + title for title in probe_titles])
         except OnnxExportError as error:

@@ -11,9 +11,9 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from ..data.images import ImageInput, crop_letterbox, load_image
+from ..search.index import normalize
 from .autoencoder import EncoderConfig, encoder_parameter_count, load_autoencoder
-from .images import ImageInput, crop_letterbox, load_image
-from .index import normalize
 
 
 def preprocess(image: Image.Image, config: EncoderConfig) -> np.ndarray:

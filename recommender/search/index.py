@@ -11,7 +11,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from .errors import BundleError
+from ..errors import BundleError
 
 #: Up to this many vectors, brute force is exact and fast enough: one query against 10k 384-d vectors
 #: takes about 2 ms on one core (``python -m benchmarks --only index``); past ~20k a single query

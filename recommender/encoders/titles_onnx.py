@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .titles import unit_sentence_embeddings
+from .title_vectors import unit_sentence_embeddings
 
 logger = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ import datasets
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .errors import BundleError, CatalogError, InvalidQueryError
+from ..errors import BundleError, CatalogError, InvalidQueryError
 from .images import load_image
 
 logger = logging.getLogger(__name__)

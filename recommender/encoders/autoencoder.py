@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .errors import BundleError
+from ..errors import BundleError
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from typing import Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import InvalidQueryError
+from ..errors import InvalidQueryError
 
 #: Largest accepted image, in pixels (a 4K frame is 8.3 M). Larger ones are refused before decoding.
 MAX_IMAGE_PIXELS = 40_000_000

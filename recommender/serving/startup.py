@@ -18,11 +18,11 @@ from pathlib import Path
 
 from tqdm.std import tqdm
 
-from .bundle import DEFAULT_BUNDLE_DIR, MANIFEST
-from .catalog import DEFAULT_DATASET
-from .engine import Recommender
-from .errors import RecommenderError
-from .fusion import DEFAULT_ALPHA
+from ..data.bundle import DEFAULT_BUNDLE_DIR, MANIFEST
+from ..data.catalog import DEFAULT_DATASET
+from ..engine import Recommender
+from ..errors import RecommenderError
+from ..search.fusion import DEFAULT_ALPHA
 
 logger = logging.getLogger(__name__)
 
@@ -139,7 +139,9 @@ class Startup:
                 logger.info("%s %s", TITLES_SETTLED_LOG, self._recommender.title_encoder.backend)
 
     def _build(self) -> None:
-        from train.build import build_bundle  # the offline pipeline is only imported when a build is needed
+        from train.build import (
+            build_bundle,  # the offline pipeline is only imported when a build is needed
+        )
 
         self._stage = f"building a bundle from {self.plan.build_from} (first start; this takes a while)"
         logger.info("No bundle found: building %s from %s", self.plan.source, self.plan.build_from)
@@ -165,7 +167,9 @@ class Startup:
     def _manifest_path(self) -> Path:
         if Path(self.plan.source).is_dir():
             return Path(self.plan.source) / MANIFEST
-        from huggingface_hub import hf_hub_download  # one small file, from the cache when offline
+        from huggingface_hub import (
+            hf_hub_download,  # one small file, from the cache when offline
+        )
 
         return Path(hf_hub_download(self.plan.source, MANIFEST, revision=self.plan.revision))
 

@@ -15,9 +15,9 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
+from ..engine import MAX_K, MODES, Recommender
+from ..search.fusion import FUSION_METHODS
 from .endpoints import Endpoints
-from .engine import MAX_K, MODES, Recommender
-from .fusion import FUSION_METHODS
 from .startup import Startup
 
 #: Largest upload the server accepts (a YouTube thumbnail is well under 1 MB).

@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from recommender.autoencoder import EncoderConfig, build_autoencoder
-from recommender.catalog import Catalog
-from recommender.thumbnails import decode_for, preprocess
+from recommender.data.catalog import Catalog
+from recommender.encoders.autoencoder import EncoderConfig, build_autoencoder
+from recommender.encoders.thumbnails import decode_for, preprocess
 
 
 @dataclass(frozen=True)

@@ -18,10 +18,10 @@ from typing import Any, TypeVar
 
 import gradio as gr
 
-from .engine import Recommendations, Recommender
-from .errors import RecommenderError
+from ..encoders.titles import MAX_TITLE_CHARS
+from ..engine import Recommendations, Recommender
+from ..errors import RecommenderError
 from .startup import Startup
-from .titles import MAX_TITLE_CHARS
 
 logger = logging.getLogger(__name__)
 

@@ -26,8 +26,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.numpy import load_file, save_file
 from threadpoolctl import ThreadpoolController
 
-from .errors import BundleError
-from .index import normalize
+from ..errors import BundleError
+from ..search.index import normalize
 
 FOLDS = 5
 #: The Gaussian kernel ``exp(-gamma / 2 * |x - y|^2)`` on unit features, approximated by this many random

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import BundleError
+from ..errors import BundleError
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -125,7 +125,11 @@ def resolve_bundle(source: str | Path, revision: str | None = None, cache_dir: s
     if not is_repo_id(source):
         raise BundleError(f"Bundle {source} is neither a local folder nor a Hub repo id (owner/name).")
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
+    from huggingface_hub.errors import (
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+    )
 
     try:
         return Path(snapshot_download(repo_id=str(source), revision=revision, repo_type="model", cache_dir=cache_dir))

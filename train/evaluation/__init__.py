@@ -1,0 +1,1 @@
+"""Quality evaluation of a bundle."""
