@@ -49,7 +49,7 @@ def build_pair(data: str, work: Path, text_model: str, epochs: int | None, time_
         logger.info("Building the baseline bundle in %s (time budget %.0f s, at most %d epochs)", baseline, budget,
                     baseline_epochs)
         started = time.perf_counter()
-        build_bundle(data, baseline, text_model=text_model, encoder_config=BASELINE_CONFIG, title_head=False,
+        build_bundle(data, baseline, text_model=text_model, encoder_config=BASELINE_CONFIG, title_head=None,
                      limit=limit, training=TrainingConfig(epochs=baseline_epochs, denoising=False, time_budget_s=budget),
                      overwrite=True, show_progress_bar=False)
         built["baseline"] = time.perf_counter() - started

@@ -5,8 +5,10 @@
 >>> recommender.recommend(title="paper plane", mode="text", k=5)
 """
 
-from .engine import MODES, Recommendation, Recommendations, Recommender
+from .engine import MODES, Recommender
 from .errors import BundleError, CatalogError, InvalidQueryError, RecommenderError
+from .results import Recommendation, Recommendations
+from .search.config import SearchConfig
 
 __all__ = [
     "MODES",
@@ -17,4 +19,5 @@ __all__ = [
     "Recommendations",
     "Recommender",
     "RecommenderError",
+    "SearchConfig",
 ]

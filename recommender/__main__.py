@@ -8,6 +8,7 @@ import sys
 
 from .engine import MAX_K, MODES, Recommender
 from .errors import RecommenderError
+from .search.config import FUSION_METHODS
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -26,8 +27,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--mode", choices=MODES, default="hybrid", help="which modality ranks (default: hybrid)")
     parser.add_argument("-k", type=int, default=8, help=f"number of recommendations, 1-{MAX_K} (default: 8)")
     parser.add_argument("--alpha", type=float, help="hybrid text weight in [0, 1] (default: the bundle's tuned value)")
-    parser.add_argument("--fusion", choices=("weighted", "rrf"), default="weighted",
-                        help="hybrid fusion: min-max weighted scores or reciprocal rank fusion")
+    parser.add_argument("--fusion", choices=FUSION_METHODS,
+                        help="hybrid fusion: min-max weighted scores or reciprocal rank fusion (default: the bundle's)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return parser.parse_args(argv)
 
@@ -42,8 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if args.json:
-        print(json.dumps({"mode": results.mode, "notes": results.notes,
-                          "results": [r.to_dict() for r in results]}, ensure_ascii=False, indent=2, default=str))
+        print(json.dumps(results.to_dict(), ensure_ascii=False, indent=2, default=str))
         return 0
     for note in results.notes:
         print(f"note: {note}")

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import faiss
@@ -16,6 +17,7 @@ from .data.bundle import (
     OPTIONAL_FILES,
     load_vectors,
     read_manifest,
+    read_search_config,
     resolve_bundle,
 )
 from .data.catalog import Catalog
@@ -24,44 +26,15 @@ from .encoders.thumbnails import ThumbnailEncoder
 from .encoders.title_head import TitleHead
 from .encoders.titles import TitleEncoder, clean_title
 from .errors import BundleError, InvalidQueryError
-from .search.fusion import DEFAULT_ALPHA, FUSION_METHODS
-from .search.index import describe_index, load_index
+from .results import Recommendation, Recommendations
+from .search.config import FUSION_METHODS, SearchConfig
+from .search.index import apply_search_config, describe_index, load_index
 from .search.ranking import fuse_candidates, hybrid_candidates, search_excluding
 
 logger = logging.getLogger(__name__)
 
 MODES = ("image", "text", "hybrid")
 MAX_K = 100
-#: Hybrid mode re-scores the top ``CANDIDATE_FACTOR * k`` (at least ``MIN_CANDIDATES``) of each index.
-CANDIDATE_FACTOR = 10
-MIN_CANDIDATES = 100
-
-
-@dataclass(frozen=True)
-class Recommendation:
-    """One recommended video. ``image_score`` / ``text_score`` are cosine similarities to the query
-    (``None`` when the query has no such modality); ``score`` is what the ranking used."""
-
-    rank: int
-    item_id: str
-    title: str
-    score: float
-    image_score: float | None
-    text_score: float | None
-    metadata: dict = field(default_factory=dict)
-    row: int = -1
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-class Recommendations(list):
-    """A ranked ``list[Recommendation]`` that also says which mode actually ran and why."""
-
-    def __init__(self, items: list[Recommendation], mode: str, notes: list[str]):
-        super().__init__(items)
-        self.mode = mode
-        self.notes = notes
 
 
 @dataclass(frozen=True)
@@ -76,7 +49,10 @@ class Recommender:
 
     def __init__(self, catalog: Catalog, thumbnail_encoder: ThumbnailEncoder, title_encoder: TitleEncoder,
                  image_vectors: np.ndarray, text_vectors: np.ndarray, image_index: faiss.Index,
-                 text_index: faiss.Index, manifest: dict | None = None, title_head: TitleHead | None = None):
+                 text_index: faiss.Index, manifest: dict | None = None, title_head: TitleHead | None = None,
+                 search: SearchConfig | None = None):
+        """Serve these parts (as :meth:`load` reads them from a bundle). ``search`` defaults to the
+        manifest's ``search`` section; the indexes are set to search as it says."""
         count = len(catalog)
         for name, array in (("image vectors", image_vectors), ("text vectors", text_vectors)):
             if array.shape[0] != count:
@@ -101,20 +77,29 @@ class Recommender:
         self.image_index = image_index
         self.text_index = text_index
         self.manifest = manifest or {}
-        self.default_alpha = float(self.manifest.get("fusion", {}).get("alpha", DEFAULT_ALPHA))
+        self.search = search if search is not None else read_search_config(self.manifest)
+        for index in (image_index, text_index):
+            apply_search_config(index, self.search)
         #: Encodes a hybrid query's thumbnail while the calling thread encodes its title.
         self._image_encoding = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encode-thumbnail")
 
     @classmethod
     def load(cls, source: str | Path = DEFAULT_BUNDLE_DIR, revision: str | None = None,
-             text_model: str | None = None, verify: bool = True) -> "Recommender":
+             text_model: str | None = None, verify: bool = True,
+             search: SearchConfig | Mapping[str, object] | None = None) -> "Recommender":
         """Load a bundle from a local folder or a Hub repo id (+ ``revision``).
 
         ``text_model`` overrides the manifest's model (e.g. a local copy for offline use); it
-        must produce vectors of the bundle's dimension.
+        must produce vectors of the bundle's dimension. ``search`` replaces the manifest's
+        :class:`SearchConfig`, or (a mapping) changes some of its fields, e.g. ``{"hnsw_ef_search": 256}``.
         """
         folder = resolve_bundle(source, revision)
         manifest = read_manifest(folder, verify=verify)
+        search_config = read_search_config(manifest, folder)
+        if isinstance(search, SearchConfig):
+            search_config = search
+        elif search:
+            search_config = search_config.replace(**search)  # TypeError / ValueError name the bad setting
         catalog = Catalog.load(folder / FILES["catalog"])
         count = len(catalog)
         if manifest.get("count") not in (None, count):
@@ -137,11 +122,16 @@ class Recommender:
                               "a local copy of the model the bundle was built with.") from None
         image_vectors = load_vectors(folder / FILES["image_vectors"], count)
         text_vectors = load_vectors(folder / FILES["text_vectors"], count)
-        image_index = load_index(folder / FILES["image_index"], count, image_vectors.shape[1])
-        text_index = load_index(folder / FILES["text_index"], count, text_vectors.shape[1])
+        image_index = load_index(folder / FILES["image_index"], count, image_vectors.shape[1], search_config)
+        text_index = load_index(folder / FILES["text_index"], count, text_vectors.shape[1], search_config)
         logger.info("Loaded bundle %s: %d items", folder, count)
         return cls(catalog, thumbnail_encoder, title_encoder, image_vectors, text_vectors, image_index,
-                   text_index, manifest, title_head)
+                   text_index, manifest, title_head, search_config)
+
+    @property
+    def default_alpha(self) -> float:
+        """Hybrid mode's text weight when a query gives none: the bundle's tuned value."""
+        return self.search.alpha
 
     def __len__(self) -> int:
         return len(self.catalog)
@@ -159,6 +149,7 @@ class Recommender:
             "image_index": describe_index(self.image_index),
             "text_index": describe_index(self.text_index),
             "default_alpha": self.default_alpha,
+            "search": self.search.to_dict(),
             "source": self.manifest.get("source", {}).get("dataset"),
         }
 
@@ -186,14 +177,14 @@ class Recommender:
 
     def recommend(self, image: ImageInput | None = None, title: str | None = None, item_id: str | int | None = None,
                   mode: str = "hybrid", k: int = 8, alpha: float | None = None,
-                  fusion: str = "weighted") -> Recommendations:
+                  fusion: str | None = None) -> Recommendations:
         """Rank catalog items for a query given as an image, a title, both, or a catalog item.
 
         A catalog item is queried with its stored vectors and never recommends itself. In hybrid
         mode ``alpha`` weighs text against image (default: the bundle's tuned value); with only one
         of the two inputs, hybrid falls back to that modality and says so in ``.notes``.
         """
-        mode, k, alpha = self._check_parameters(mode, k, alpha, fusion)
+        mode, k, alpha, fusion = self._check_parameters(mode, k, alpha, fusion)
         query = self._build_query(image, title, item_id, mode)
         notes: list[str] = []
         if mode == "hybrid" and (query.image_vector is None or query.text_vector is None):
@@ -204,9 +195,11 @@ class Recommender:
             rows, scores = self._hybrid_candidates(query, k, alpha, fusion)
         else:
             rows, scores = self._single_mode(query, mode, k)
-        return Recommendations(self._describe(rows, scores, query), mode, notes)
+        return Recommendations(self._describe(rows, scores, query), mode, notes, rows)
 
-    def _check_parameters(self, mode: str, k: object, alpha: object, fusion: str) -> tuple[str, int, float]:
+    def _check_parameters(self, mode: str, k: object, alpha: object,
+                          fusion: str | None) -> tuple[str, int, float, str]:
+        fusion = self.search.fusion if fusion is None else fusion
         if mode not in MODES:
             raise InvalidQueryError(f"Unknown mode {mode!r}; choose one of {', '.join(MODES)}.")
         if fusion not in FUSION_METHODS:
@@ -217,7 +210,7 @@ class Recommender:
             alpha = self.default_alpha
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.floating)) or not 0.0 <= alpha <= 1.0:
             raise InvalidQueryError(f"alpha (text weight) must be between 0 and 1, got {alpha!r}.")
-        return mode, int(k), float(alpha)
+        return mode, int(k), float(alpha), fusion
 
     def _build_query(self, image: ImageInput | None, title: str | None, item_id: str | int | None,
                      mode: str) -> _Query:
@@ -256,10 +249,10 @@ class Recommender:
         return self._kept(rows, scores)
 
     def _hybrid_candidates(self, query: _Query, k: int, alpha: float, fusion: str) -> tuple[np.ndarray, np.ndarray]:
-        depth = min(len(self.catalog), max(CANDIDATE_FACTOR * k, MIN_CANDIDATES) + 1)
+        depth = self.search.candidate_depth(k, len(self.catalog))
         candidates = hybrid_candidates(self.image_index, self.text_index, self.image_vectors, self.text_vectors,
                                        query.image_vector, query.text_vector, depth, self._exclusion(query))
-        rows, scores = fuse_candidates(candidates, alpha, k, fusion)
+        rows, scores = fuse_candidates(candidates, alpha, k, fusion, self.search.rrf_k)
         return self._kept(rows, scores)
 
     @staticmethod
@@ -278,5 +271,5 @@ class Recommender:
             image_score = float(self.image_vectors[row] @ query.image_vector[0]) if query.image_vector is not None else None
             text_score = float(self.text_vectors[row] @ query.text_vector[0]) if query.text_vector is not None else None
             results.append(Recommendation(rank, self.catalog.item_ids[row], self.catalog.titles[row], float(score),
-                                          image_score, text_score, self.catalog.metadata(row), row))
+                                          image_score, text_score, self.catalog.metadata(row)))
         return results

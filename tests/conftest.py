@@ -102,7 +102,7 @@ def hub_cache(tmp_path_factory: pytest.TempPathFactory, bundle_dir: Path) -> Hub
     old = root / "old-bundle"
     shutil.copytree(bundle_dir, old)
     manifest = json.loads((old / "manifest.json").read_text())
-    manifest["fusion"]["alpha"] = 0.2
+    manifest["search"]["alpha"] = 0.2
     (old / "manifest.json").write_text(json.dumps(manifest))
     write_hub_snapshot(cache.cache_dir, cache.repo_id, old, cache.old_commit)
     write_hub_snapshot(cache.cache_dir, cache.repo_id, bundle_dir, cache.main_commit, branch="main")

@@ -60,7 +60,7 @@ def table_rows(page: Page, count: int = 8) -> list[dict]:
 
 
 def test_upload_a_thumbnail_in_hybrid_mode(page: Page, tmp_path: Path, bundle_dir: Path) -> None:
-    alpha = json.loads((bundle_dir / "manifest.json").read_text())["fusion"]["alpha"]
+    alpha = json.loads((bundle_dir / "manifest.json").read_text())["search"]["alpha"]
     style = CHANNELS["Tech Reviews"]
     query = tmp_path / "query.jpg"
     query.write_bytes(jpeg_bytes(thumbnail(style["colour"], style["shape"], seed=3, letterbox=True)))

@@ -22,7 +22,7 @@ from recommender.data.bundle import (
     write_manifest,
 )
 from recommender.encoders.autoencoder import EncoderConfig
-from recommender.search.fusion import DEFAULT_ALPHA
+from recommender.search.config import SearchConfig
 from recommender.search.index import build_index, save_index
 
 from .conftest import TEST_ENCODER, HubCache
@@ -67,7 +67,7 @@ def test_manifest_describes_the_bundle(bundle_dir: Path, catalog_parquet: Path, 
     assert EncoderConfig.from_dict(manifest["image_encoder"]["config"]) == TEST_ENCODER
     assert manifest["image_encoder"]["parameters"] > 0
     assert set(manifest["indexes"]) == {"image", "text"}
-    assert manifest["fusion"]["alpha"] == DEFAULT_ALPHA
+    assert manifest["search"] == SearchConfig().to_dict()
     assert manifest["files"] == {name: sha256_of(bundle_dir / name) for name in BUNDLE_FILES}
     head = manifest["title_head"]
     assert head["file"] == OPTIONAL_FILES["title_head"] and head["folds"] == 5 and head["random_features"] == 4096
@@ -239,11 +239,11 @@ def offline_hub(monkeypatch: pytest.MonkeyPatch, hub_cache: HubCache) -> HubCach
 
 def test_load_from_the_hub_cache(offline_hub: HubCache, recommender: Recommender) -> None:
     from_hub = Recommender.load(offline_hub.repo_id)
-    assert from_hub.default_alpha == DEFAULT_ALPHA != 0.2  # 0.2 is the old commit's
+    assert from_hub.default_alpha == SearchConfig.alpha != 0.2  # 0.2 is the old commit's
     assert np.array_equal(from_hub.image_vectors, recommender.image_vectors)
     assert answers(from_hub) == answers(recommender)
     same = Recommender.load(offline_hub.repo_id, revision="main")
-    assert same.default_alpha == DEFAULT_ALPHA
+    assert same.default_alpha == SearchConfig.alpha
 
 
 def test_pinned_revision_resolves_to_its_snapshot(offline_hub: HubCache) -> None:

@@ -106,7 +106,7 @@ def test_build_command_makes_a_working_bundle(cli: dict[str, Run]) -> None:
     assert recommender.image_vectors.shape[1] == recommender.thumbnail_encoder.dimension
     assert recommender.recommend(title="paper plane tutorial", mode="text", k=1)[0].item_id == "vid103"
     image = recommender.catalog.image_bytes(5)
-    assert recommender.recommend(image=image, mode="image", k=1)[0].row == 5
+    assert recommender.recommend(image=image, mode="image", k=1).rows.tolist() == [5]
 
 
 def test_recommend_prints_json_from_a_hub_repo(cli: dict[str, Run]) -> None:

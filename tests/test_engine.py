@@ -12,7 +12,7 @@ import pytest
 
 from recommender import MODES, InvalidQueryError, Recommender
 from recommender.data.bundle import FILES
-from recommender.search.fusion import RRF_K
+from recommender.search.config import SearchConfig
 
 from .synthetic import catalog_records, jpeg_bytes, thumbnail
 
@@ -64,14 +64,14 @@ def test_item_query_uses_the_stored_vectors(recommender: Recommender) -> None:
     """Querying by id equals querying with the item's stored vectors, less the item itself."""
     row = recommender.catalog.row_of("vid102")
     by_id = recommender.recommend(item_id="vid102", mode="hybrid", k=5)
-    for result in by_id:
-        assert result.image_score == pytest.approx(float(recommender.image_vectors[result.row]
+    for result, result_row in zip(by_id, by_id.rows):
+        assert result.image_score == pytest.approx(float(recommender.image_vectors[result_row]
                                                          @ recommender.image_vectors[row]), abs=1e-6)
-        assert result.text_score == pytest.approx(float(recommender.text_vectors[result.row]
+        assert result.text_score == pytest.approx(float(recommender.text_vectors[result_row]
                                                         @ recommender.text_vectors[row]), abs=1e-6)
     by_text = recommender.recommend(item_id="vid102", mode="text", k=5)
     expected = np.argsort(-(recommender.text_vectors @ recommender.text_vectors[row]), kind="stable")
-    assert [r.row for r in by_text] == [int(i) for i in expected if i != row][:5]
+    assert by_text.rows.tolist() == [int(i) for i in expected if i != row][:5]
 
 
 def test_results_carry_ranks_rows_and_the_right_scores(recommender: Recommender) -> None:
@@ -79,8 +79,8 @@ def test_results_carry_ranks_rows_and_the_right_scores(recommender: Recommender)
     assert [r.rank for r in text] == list(range(1, 7))
     assert all(r.image_score is None and r.score == pytest.approx(r.text_score, abs=1e-5) for r in text)
     assert [r.score for r in text] == sorted((r.score for r in text), reverse=True)
-    for r in text:
-        assert recommender.catalog.item_ids[r.row] == r.item_id and recommender.catalog.titles[r.row] == r.title
+    for r, row in zip(text, text.rows):
+        assert recommender.catalog.item_ids[row] == r.item_id and recommender.catalog.titles[row] == r.title
         assert r.to_dict()["item_id"] == r.item_id
     image = recommender.recommend(image=RECORDS[5]["image"]["bytes"], mode="image", k=4)
     assert all(r.text_score is None and r.score == pytest.approx(r.image_score, abs=1e-5) for r in image)
@@ -111,8 +111,9 @@ def test_rrf_scores_are_reciprocal_ranks(recommender: Recommender) -> None:
 
     text_ranks, image_ranks = ranks(recommender.text_vectors), ranks(recommender.image_vectors)
     results = recommender.recommend(item_id="vid001", mode="hybrid", k=10, fusion="rrf", alpha=0.25)
-    for r in results:
-        expected = 0.25 / (RRF_K + text_ranks[r.row]) + 0.75 / (RRF_K + image_ranks[r.row])
+    rrf_k = SearchConfig().rrf_k
+    for r, row in zip(results, results.rows.tolist()):
+        expected = 0.25 / (rrf_k + text_ranks[row]) + 0.75 / (rrf_k + image_ranks[row])
         assert r.score == pytest.approx(expected, rel=1e-5)
     assert [r.score for r in results] == sorted((r.score for r in results), reverse=True)
 

@@ -19,8 +19,7 @@ from PIL import Image
 from recommender import Recommender
 from recommender.data.bundle import model_card, read_manifest
 from recommender.encoders.autoencoder import BASELINE_CONFIG
-from recommender.search.fusion import fuse
-from recommender.search.ranking import fuse_batch
+from recommender.search.fusion import fuse_batch
 from train.evaluation.metrics import (
     ceiling,
     encode_labels,
@@ -111,8 +110,9 @@ def test_fuse_batch_equals_engine_fusion_row_by_row(method):
             keep = valid[row]
             assert np.all(np.isneginf(fused[row][~keep]))
             if keep.any():
-                np.testing.assert_allclose(fused[row][keep], fuse(text[row][keep], image[row][keep], alpha, method),
-                                           rtol=0, atol=1e-7)
+                alone = fuse_batch(text[row][keep][None], image[row][keep][None], np.ones((1, keep.sum()), bool),
+                                   alpha, method)[0]
+                np.testing.assert_allclose(fused[row][keep], alone, rtol=0, atol=1e-7)
 
 
 def test_bulk_rankings_equal_recommend_for_every_item(bundle_dir: Path, text_model: Path):
@@ -208,7 +208,7 @@ def test_evaluate_command_writes_report_and_tunes_the_manifest(bundle_dir: Path,
     assert "## Re-upload robustness" in report and "![alpha sweep](alpha_sweep.png)" in report
 
     manifest = read_manifest(bundle, verify=True)  # rewritten with valid checksums
-    assert manifest["fusion"]["alpha"] == metrics["alpha"]
+    assert manifest["search"]["alpha"] == metrics["alpha"]
     assert manifest["evaluation"]["report"] == "evaluation/report.md"
     assert Recommender.load(bundle, text_model=str(text_model)).default_alpha == metrics["alpha"]
     card = model_card(manifest, "someone/bundle")

@@ -12,16 +12,10 @@ import pytest
 from recommender import Recommender
 from recommender.data.catalog import Catalog
 from recommender.errors import BundleError
-from recommender.search.fusion import (
-    RRF_K,
-    fuse,
-    min_max,
-    reciprocal_rank_fusion,
-    weighted_fusion,
-)
+from recommender.search.config import SearchConfig
+from recommender.search.fusion import fuse_batch, masked_min_max
 from recommender.search.index import (
     EXACT_SEARCH_LIMIT,
-    HNSW_EF_SEARCH,
     build_index,
     choose_index_key,
     describe_index,
@@ -80,7 +74,7 @@ def test_index_round_trip_and_hnsw_search_depth(tmp_path: Path) -> None:
             assert np.array_equal(a, b)
         assert describe_index(loaded) == describe_index(index)  # what the manifest says is what loads
         if key.startswith("HNSW"):
-            assert faiss.downcast_index(loaded).hnsw.efSearch >= HNSW_EF_SEARCH
+            assert faiss.downcast_index(loaded).hnsw.efSearch == SearchConfig().hnsw_ef_search
 
 
 def test_load_index_refuses_files_that_do_not_fit(tmp_path: Path) -> None:
@@ -102,25 +96,35 @@ def test_load_index_refuses_files_that_do_not_fit(tmp_path: Path) -> None:
         load_index(path, 10, 8)
 
 
+def fuse_one(text: np.ndarray, image: np.ndarray, alpha: float, method: str = "weighted", rrf_k: int = 60) -> np.ndarray:
+    """Fused scores of one candidate set (a batch of one, every entry valid)."""
+    return fuse_batch(text[None], image[None], np.ones((1, len(text)), dtype=bool), alpha, method, rrf_k)[0]
+
+
+def min_max(scores: np.ndarray) -> np.ndarray:
+    return masked_min_max(scores[None], np.ones((1, len(scores)), dtype=bool))[0]
+
+
 def test_min_max_and_weighted_fusion() -> None:
     assert np.array_equal(min_max(np.array([0.3, 0.3, 0.3])), [0, 0, 0])  # a constant modality ranks nothing
     assert np.allclose(min_max(np.array([0.2, 0.6, 1.0])), [0.0, 0.5, 1.0])
     text, image = np.array([0.9, 0.1, 0.5]), np.array([0.0, 1.0, 0.8])
-    assert np.allclose(weighted_fusion(text, image, 1.0), min_max(text))
-    assert np.allclose(weighted_fusion(text, image, 0.0), min_max(image))
-    assert np.allclose(weighted_fusion(text, image, 0.5), 0.5 * min_max(text) + 0.5 * min_max(image))
+    assert np.allclose(fuse_one(text, image, 1.0), min_max(text))
+    assert np.allclose(fuse_one(text, image, 0.0), min_max(image))
+    assert np.allclose(fuse_one(text, image, 0.5), 0.5 * min_max(text) + 0.5 * min_max(image))
     with pytest.raises(ValueError, match="fusion method"):
-        fuse(text, image, 0.5, "union")
+        fuse_one(text, image, 0.5, "union")
 
 
-def test_reciprocal_rank_fusion_uses_ranks_not_scores() -> None:
+@pytest.mark.parametrize("rrf_k", [60, 5])
+def test_reciprocal_rank_fusion_uses_ranks_not_scores(rrf_k: int) -> None:
     text, image = np.array([0.9, 0.1, 0.5]), np.array([0.99, 0.2, 0.1])
-    scores = reciprocal_rank_fusion(text, image, 0.5)
-    assert np.allclose(scores, [0.5 / (RRF_K + 1) + 0.5 / (RRF_K + 1), 0.5 / (RRF_K + 3) + 0.5 / (RRF_K + 2),
-                                0.5 / (RRF_K + 2) + 0.5 / (RRF_K + 3)])
+    scores = fuse_one(text, image, 0.5, "rrf", rrf_k)
+    assert np.allclose(scores, [0.5 / (rrf_k + 1) + 0.5 / (rrf_k + 1), 0.5 / (rrf_k + 3) + 0.5 / (rrf_k + 2),
+                                0.5 / (rrf_k + 2) + 0.5 / (rrf_k + 3)])
     # Rescaling one modality's scores (same order) changes nothing: only ranks count.
-    assert np.allclose(reciprocal_rank_fusion(text * 100, image, 0.3), reciprocal_rank_fusion(text, image, 0.3))
-    assert np.array_equal(np.argsort(-fuse(text, image, 1.0, "rrf")), np.argsort(-text))
+    assert np.allclose(fuse_one(text * 100, image, 0.3, "rrf"), fuse_one(text, image, 0.3, "rrf"))
+    assert np.array_equal(np.argsort(-fuse_one(text, image, 1.0, "rrf")), np.argsort(-text))
 
 
 # ---- hybrid ranking on a Recommender whose vectors are made by hand -------------------------------------

@@ -9,9 +9,8 @@ import pytest
 
 from recommender import BundleError
 from recommender.encoders.title_head import (
-    KERNEL_GAMMA,
-    MIN_ITEMS,
     TitleHead,
+    TitleHeadConfig,
     fit_title_head,
     fold_assignment,
     random_fourier_features,
@@ -59,9 +58,10 @@ def test_head_makes_image_vectors_find_the_topic() -> None:
 
 def test_random_features_approximate_the_gaussian_kernel() -> None:
     features, _, _ = topic_catalog()
-    projection, phase = random_fourier_projection(FEATURES)
+    config = TitleHeadConfig()
+    projection, phase = random_fourier_projection(FEATURES, config.random_features, config.kernel_gamma)
     mapped = random_fourier_features(features, projection, phase)
-    kernel = np.exp(KERNEL_GAMMA * (features @ features.T - 1.0))
+    kernel = np.exp(config.kernel_gamma * (features @ features.T - 1.0))
     assert np.abs(mapped @ mapped.T - kernel).max() < 0.1
     assert np.abs(mapped @ mapped.T - kernel).mean() < 0.02
 
@@ -96,8 +96,9 @@ def test_joined_cosine_is_the_share_weighted_sum() -> None:
 
 def test_too_few_items_are_refused() -> None:
     features, titles, _ = topic_catalog()
-    with pytest.raises(ValueError, match=f"at least {MIN_ITEMS}"):
-        fit_title_head(features[:MIN_ITEMS - 1], titles[:MIN_ITEMS - 1])
+    least = TitleHeadConfig().min_items
+    with pytest.raises(ValueError, match=f"at least {least}"):
+        fit_title_head(features[:least - 1], titles[:least - 1])
 
 
 def test_save_and_load_round_trip(tmp_path: Path) -> None:
@@ -126,17 +127,17 @@ def test_load_refuses_a_head_that_does_not_fit(tmp_path: Path) -> None:
 
 
 def test_large_catalogs_fit_on_a_sample_and_predict_in_batches(monkeypatch: pytest.MonkeyPatch) -> None:
-    import recommender.title_head as title_head
+    import recommender.encoders.title_head as title_head
 
     features, titles, _ = topic_catalog()
     _, whole = fit_title_head(features, titles)
     monkeypatch.setattr(title_head, "PREDICT_BATCH", 7)
     assert np.allclose(fit_title_head(features, titles)[1], whole, atol=1e-6)
-    monkeypatch.setattr(title_head, "MAX_FIT_ITEMS", 60)
-    _, sampled = fit_title_head(features, titles)
+    sample = TitleHeadConfig(max_fit_items=60)
+    _, sampled = fit_title_head(features, titles, sample)
     fitted_on = np.random.default_rng(0).permutation(len(features))[:60]
     outside, inside = np.setdiff1d(np.arange(len(features)), fitted_on)[0], fitted_on[0]
     for row, matters in ((outside, False), (inside, True)):
         changed = titles.copy()
         changed[row] = -titles[row]
-        assert np.array_equal(fit_title_head(features, changed)[1], sampled) is not matters
+        assert np.array_equal(fit_title_head(features, changed, sample)[1], sampled) is not matters

@@ -9,9 +9,10 @@ from pathlib import Path
 
 from recommender.data.catalog import DEFAULT_DATASET
 from recommender.encoders.autoencoder import BASELINE_CONFIG, EncoderConfig
+from recommender.encoders.title_head import TitleHeadConfig
 from recommender.encoders.titles import DEFAULT_TEXT_MODEL
 from recommender.errors import RecommenderError
-from recommender.search.fusion import DEFAULT_ALPHA
+from recommender.search.config import FUSION_METHODS, SearchConfig
 
 from .trainer import TrainingConfig
 
@@ -46,12 +47,24 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> None:
                         help="do not fit the title head (thumbnail features -> predicted title) that image vectors "
                              "join; the baseline encoder never has one")
     parser.add_argument("--index-key", help="FAISS factory string for both indexes (default: chosen from catalog size)")
-    parser.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, help="default hybrid text weight")
+    search = parser.add_argument_group("search settings recorded in the manifest (see SearchConfig)")
+    search.add_argument("--alpha", type=float, default=SearchConfig.alpha,
+                        help=f"default hybrid text weight (default: {SearchConfig.alpha}; `train evaluate` tunes it)")
+    search.add_argument("--fusion", choices=FUSION_METHODS, default=SearchConfig.fusion,
+                        help=f"default hybrid fusion (default: {SearchConfig.fusion})")
+    search.add_argument("--hnsw-ef-search", type=int, default=SearchConfig.hnsw_ef_search,
+                        help=f"HNSW search breadth, for catalogs that get an HNSW index (default: {SearchConfig.hnsw_ef_search})")
+    search.add_argument("--ivf-nprobe", type=int, help="inverted lists an IVF index visits (default: max(8, nlist / 32))")
 
 
 def run_build(args: argparse.Namespace) -> None:
     from .build import build_bundle
 
+    try:
+        search = SearchConfig(alpha=args.alpha, fusion=args.fusion, hnsw_ef_search=args.hnsw_ef_search,
+                              ivf_nprobe=args.ivf_nprobe)
+    except ValueError as error:
+        raise RecommenderError(f"Bad search settings: {error}") from None
     training = TrainingConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
                               seed=args.seed, denoising=not args.no_denoising and args.encoder != "baseline",
                               time_budget_s=args.time_budget)
@@ -60,8 +73,8 @@ def run_build(args: argparse.Namespace) -> None:
         id_column=args.id_column, dataset_revision=args.dataset_revision, limit=args.limit,
         text_model=args.text_model, text_revision=args.text_revision, text_prefix=args.text_prefix,
         encoder_config=ENCODERS[args.encoder], training=training, encoder_weights=args.encoder_weights,
-        title_head=not args.no_title_head and args.encoder != "baseline", index_key=args.index_key,
-        alpha=args.alpha, overwrite=args.overwrite,
+        title_head=None if args.no_title_head or args.encoder == "baseline" else TitleHeadConfig(),
+        index_key=args.index_key, search=search, overwrite=args.overwrite,
     )
     print(f"Built {args.output}: {manifest['count']} items, skipped {manifest['source']['skipped_rows']} rows, "
           f"image dim {manifest['indexes']['image']['dimension']}"

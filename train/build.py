@@ -25,9 +25,9 @@ from recommender.encoders.autoencoder import (
     save_autoencoder,
 )
 from recommender.encoders.thumbnails import ThumbnailEncoder
-from recommender.encoders.title_head import KERNEL_GAMMA, MIN_ITEMS, fit_title_head
+from recommender.encoders.title_head import TitleHeadConfig, fit_title_head
 from recommender.encoders.titles import DEFAULT_TEXT_MODEL, TitleEncoder
-from recommender.search.fusion import DEFAULT_ALPHA
+from recommender.search.config import SearchConfig
 from recommender.search.index import build_index, describe_index, save_index
 
 from .trainer import (
@@ -47,14 +47,16 @@ def build_bundle(source: str | Path = DEFAULT_DATASET, output: str | Path = "bun
                  dataset_revision: str | None = None, limit: int | None = None,
                  text_model: str = DEFAULT_TEXT_MODEL, text_revision: str | None = None, text_prefix: str | None = None,
                  encoder_config: EncoderConfig = EncoderConfig(), training: TrainingConfig = TrainingConfig(),
-                 encoder_weights: Path | None = None, title_head: bool = True, index_key: str | None = None,
-                 alpha: float = DEFAULT_ALPHA, overwrite: bool = False, show_progress_bar: bool = True) -> dict:
+                 encoder_weights: Path | None = None, title_head: TitleHeadConfig | None = TitleHeadConfig(),
+                 index_key: str | None = None, search: SearchConfig = SearchConfig(), overwrite: bool = False,
+                 show_progress_bar: bool = True) -> dict:
     """Build a complete bundle in ``output`` and return its manifest.
 
     Work happens in ``<output>.partial`` and replaces ``output`` only when everything
     succeeded, so a failed build never leaves a half-written bundle behind. ``title_head`` fits a
-    :class:`~recommender.title_head.TitleHead` on the catalog (skipped, with a warning, for catalogs
-    under :data:`~recommender.title_head.MIN_ITEMS` items).
+    :class:`~recommender.encoders.title_head.TitleHead` on the catalog with those settings (``None``:
+    none; skipped, with a warning, for catalogs under its ``min_items``). ``search`` is recorded in
+    the manifest as the bundle's search settings.
     """
     output = Path(output)
     if output.exists() and any(output.iterdir()) and not overwrite:
@@ -94,23 +96,23 @@ def build_bundle(source: str | Path = DEFAULT_DATASET, output: str | Path = "bun
         timings["embedding_s"] = time.perf_counter() - started
 
         head_info = None
-        if title_head and len(catalog) < MIN_ITEMS:
+        if title_head is not None and len(catalog) < title_head.min_items:
             logger.warning("Catalog has %d items: too few to fit a title head (needs %d); building without one.",
-                           len(catalog), MIN_ITEMS)
-        elif title_head:
+                           len(catalog), title_head.min_items)
+        elif title_head is not None:
             started = time.perf_counter()
-            head, image_vectors = fit_title_head(features, text_vectors)
+            head, image_vectors = fit_title_head(features, text_vectors, title_head)
             head.save(staging / OPTIONAL_FILES["title_head"])
             head_info = {"file": OPTIONAL_FILES["title_head"], "folds": int(head.weights.shape[0]),
-                         "random_features": int(head.phase.shape[0]), "kernel_gamma": KERNEL_GAMMA,
-                         "ridge": head.ridge, "feature_share": head.feature_share, "dimension": head.dimension}
+                         "random_features": int(head.phase.shape[0]), "dimension": head.dimension,
+                         "config": title_head.to_dict()}
             timings["title_head_s"] = time.perf_counter() - started
 
         started = time.perf_counter()
         indexes = {}
         for modality, vectors in (("image", image_vectors), ("text", text_vectors)):
             np.save(staging / FILES[f"{modality}_vectors"], vectors, allow_pickle=False)
-            index = build_index(vectors, index_key)
+            index = build_index(vectors, index_key, search)
             save_index(index, staging / FILES[f"{modality}_index"])
             indexes[modality] = {"file": FILES[f"{modality}_index"], "key": index_key or "auto",
                                  "type": describe_index(index), "dimension": int(vectors.shape[1])}
@@ -130,7 +132,7 @@ def build_bundle(source: str | Path = DEFAULT_DATASET, output: str | Path = "bun
                               "weights_reused_from": str(encoder_weights) if encoder_weights else None},
             "title_head": head_info,
             "indexes": indexes,
-            "fusion": {"alpha": alpha, "method": "weighted"},
+            "search": search.to_dict(),
             "build": {"timings": timings, "torch": torch.__version__, "python": platform.python_version()},
         })
         replace_folder(staging, output)

@@ -8,7 +8,7 @@ next to a random ranking and the best possible one (the ceiling), then:
 - **re-upload robustness**: catalog thumbnails re-encoded as a low-quality JPEG, cropped by a
   few percent and brightened or darkened, uploaded as image queries; recall@1 of the original;
 - **alpha sweep**: hybrid quality for text weights 0..1 (weighted and RRF fusion), plotted; the
-  best weighted alpha becomes the bundle's default (``manifest["fusion"]["alpha"]``), and a
+  best weighted alpha becomes the bundle's default (``manifest["search"]["alpha"]``), and a
   k-fold estimate over queries says how much of that is tuned on the same data;
 - optionally a **baseline bundle** (``--encoder baseline``), scored the way the original design
   served it: IndexFlatL2 over raw encoder codes, hybrid = the set union of the image and text
@@ -37,8 +37,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageEnhance
 
-from recommender.data.bundle import read_manifest, write_manifest
-from recommender.engine import CANDIDATE_FACTOR, MIN_CANDIDATES, Recommender
+from recommender.data.bundle import read_manifest, read_search_config, write_manifest
+from recommender.engine import Recommender
 from recommender.errors import RecommenderError
 from recommender.search.ranking import (
     Candidates,
@@ -71,15 +71,10 @@ class EvaluationError(RecommenderError):
 # Rankings of every catalog item as a query
 # --------------------------------------------------------------------------------------------
 
-def hybrid_depth(count: int, k: int) -> int:
-    """How deep the engine searches each index for hybrid candidates (``Recommender._hybrid_candidates``)."""
-    return min(count, max(CANDIDATE_FACTOR * k, MIN_CANDIDATES) + 1)
-
-
 def item_candidates(recommender: Recommender, rows: np.ndarray, k: int) -> Candidates:
     return hybrid_candidates(recommender.image_index, recommender.text_index, recommender.image_vectors,
                              recommender.text_vectors, recommender.image_vectors[rows], recommender.text_vectors[rows],
-                             hybrid_depth(len(recommender), k), exclude_rows=rows)
+                             recommender.search.candidate_depth(k, len(recommender)), exclude_rows=rows)
 
 
 def item_rankings(recommender: Recommender, rows: np.ndarray, k: int, alpha: float,
@@ -88,7 +83,7 @@ def item_rankings(recommender: Recommender, rows: np.ndarray, k: int, alpha: flo
     return {
         "image": search_excluding(recommender.image_index, recommender.image_vectors[rows], k, rows),
         "text": search_excluding(recommender.text_index, recommender.text_vectors[rows], k, rows),
-        "hybrid": fuse_candidates(item_candidates(recommender, rows, k), alpha, k, fusion),
+        "hybrid": fuse_candidates(item_candidates(recommender, rows, k), alpha, k, fusion, recommender.search.rrf_k),
     }
 
 
@@ -117,13 +112,13 @@ def verify_against_engine(recommender: Recommender, rows: np.ndarray, k: int, al
         for position, row in enumerate(rows):
             served = recommender.recommend(item_id=recommender.catalog.item_ids[row], mode=mode, k=k, alpha=alpha,
                                            fusion=fusion)
-            verdict = _same_ranking([r.row for r in served], [r.score for r in served], bulk[0][position],
+            verdict = _same_ranking(served.rows.tolist(), [r.score for r in served], bulk[0][position],
                                     bulk[1][position])
             outcome[verdict] += 1
             if verdict == "different":
                 raise EvaluationError(
                     f"Bulk ranking drifted from Recommender.recommend for item {recommender.catalog.item_ids[row]!r} "
-                    f"({mode}, {fusion}): engine {[r.row for r in served]}, bulk {bulk[0][position].tolist()}."
+                    f"({mode}, {fusion}): engine {served.rows.tolist()}, bulk {bulk[0][position].tolist()}."
                 )
     return outcome
 
@@ -196,7 +191,7 @@ def reupload_recall(recommender: Recommender, rows: np.ndarray, queries: dict[st
         ranked, scores = search_excluding(recommender.image_index, vectors, 5)
         for position in range(min(verify, len(images))):
             served = recommender.recommend(image=images[position], mode="image", k=5)
-            verdict = _same_ranking([r.row for r in served], [r.score for r in served], ranked[position],
+            verdict = _same_ranking(served.rows.tolist(), [r.score for r in served], ranked[position],
                                     scores[position], tolerance=1e-4)
             if verdict == "different":
                 raise EvaluationError(f"Bulk image search drifted from Recommender.recommend ({name}, query {position}).")
@@ -244,7 +239,7 @@ def alpha_sweep(recommender: Recommender, rows: np.ndarray, labels: np.ndarray, 
         for alpha in alphas:
             merged: dict[str, np.ndarray] = {}
             for k, candidates in per_k_candidates.items():
-                ranked, _ = fuse_candidates(candidates, alpha, k, fusion)
+                ranked, _ = fuse_candidates(candidates, alpha, k, fusion, recommender.search.rrf_k)
                 metrics = ranking_report(ranked, labels, rows, (k,))
                 merged.update(metrics)
             sweep[fusion][alpha] = merged
@@ -519,14 +514,16 @@ def per_label(per_query: dict[str, dict[str, np.ndarray]], labels: np.ndarray, l
 def store_in_manifest(bundle: Path, results: dict, output_dir: Path) -> None:
     """Write the tuned alpha and the evaluation summary into the manifest (checksums rewritten)."""
     manifest = read_manifest(bundle, verify=True)
-    manifest["fusion"] = {**manifest.get("fusion", {}), "alpha": results["alpha"], "method": "weighted",
-                          "alpha_source": f"train.evaluate: best {results['alpha_selection']['metric']} "
-                                          f"(label {results['label']!r}) over alpha {ALPHAS[0]}..{ALPHAS[-1]}"}
+    search = read_search_config(manifest, bundle).replace(alpha=results["alpha"], fusion="weighted")
+    manifest.pop("fusion", None)  # where bundles before the search section kept alpha
+    manifest["search"] = search.to_dict()
     try:
         report = str(output_dir.resolve().relative_to(bundle.resolve()) / "report.md")
     except ValueError:
         report = str(output_dir / "report.md")
     manifest["evaluation"] = {
+        "alpha_source": f"train.evaluate: best {results['alpha_selection']['metric']} "
+                        f"(label {results['label']!r}) over alpha {ALPHAS[0]}..{ALPHAS[-1]}",
         "summary": summary_markdown(results),
         "created": results["created"],
         "label": results["label"],

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BundleError
+from ..search.config import SearchConfig
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -101,6 +102,26 @@ def read_manifest(folder: Path, verify: bool = True) -> dict:
     return manifest
 
 
+def read_search_config(manifest: dict, folder: Path | None = None) -> SearchConfig:
+    """The bundle's :class:`SearchConfig` (its ``search`` section), checked.
+
+    Bundles written before that section existed kept hybrid's defaults in ``fusion``
+    (``alpha``, ``method``); they are read from there.
+    """
+    where = Path(folder) / MANIFEST if folder is not None else MANIFEST
+    if "search" in manifest:
+        values = manifest["search"]
+    else:
+        legacy = manifest.get("fusion") or {}
+        values = {key: legacy[old] for key, old in (("alpha", "alpha"), ("fusion", "method")) if old in legacy}
+    if not isinstance(values, dict):
+        raise BundleError(f"{where}: 'search' must be an object of settings, got {values!r}. Rebuild the bundle.")
+    try:
+        return SearchConfig.from_dict(values)
+    except (TypeError, ValueError) as error:
+        raise BundleError(f"{where} has bad search settings: {error} Fix the file or rebuild the bundle.") from None
+
+
 def load_vectors(path: Path, expected_count: int) -> np.ndarray:
     """Load a ``.npy`` matrix without pickles and check it has one row per catalog item."""
     try:
@@ -171,7 +192,7 @@ def model_card(manifest: dict, repo_id: str) -> str:
           if manifest.get("title_head") else []),
         f"| indexes | text: {manifest.get('indexes', {}).get('text', {}).get('type')}, "
         f"image: {manifest.get('indexes', {}).get('image', {}).get('type')} |",
-        f"| hybrid weight alpha | {manifest.get('fusion', {}).get('alpha')} |",
+        f"| hybrid weight alpha | {read_search_config(manifest).alpha} |",
         "",
         "## Use",
         "",

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path
 
@@ -29,21 +29,41 @@ from threadpoolctl import ThreadpoolController
 from ..errors import BundleError
 from ..search.index import normalize
 
-FOLDS = 5
-#: The Gaussian kernel ``exp(-gamma / 2 * |x - y|^2)`` on unit features, approximated by this many random
-#: Fourier features, and the ridge strength: chosen on the real benchmark catalog, where hybrid P@10 is
-#: 0.880 with a linear head and 0.880-0.882 with this one (image P@10 0.746 -> 0.752-0.759), depending
-#: on the random draw; the exact kernel gives 0.881. Ridge 0.03 / 0.1 / 0.3: 0.879 / 0.880 / 0.880.
-RANDOM_FEATURES = 4096
-KERNEL_GAMMA = 10.0
-RIDGE = 0.1
-#: Share of an image vector's squared norm given to the autoencoder features (the rest: predicted
-#: title). Hybrid and image P@10 on the benchmark are flat between 0.3 and 0.7.
-FEATURE_SHARE = 0.5
-MIN_ITEMS = 2 * FOLDS
-#: Larger catalogs fit each fold's regression on a random sample of this many items (memory and time
-#: grow with it; the regression has 4096 inputs, so more items add little).
-MAX_FIT_ITEMS = 50_000
+
+@dataclass(frozen=True)
+class TitleHeadConfig:
+    """How a title head is fitted; ``train build`` records it in the manifest's ``title_head`` section.
+
+    - ``folds``: cross-fitting folds (no item's vector is predicted by a regression that saw its title).
+    - ``random_features``, ``kernel_gamma``: the Gaussian kernel ``exp(-gamma / 2 * |x - y|^2)`` on unit
+      features, approximated by this many random Fourier features.
+    - ``ridge``: the regression's ridge strength.
+    - ``feature_share``: share of an image vector's squared norm given to the autoencoder features
+      (the rest goes to the predicted title).
+    - ``max_fit_items``: larger catalogs fit each fold on a random sample of this many items (the
+      regression has ``random_features`` inputs, so more items add little but memory and time).
+    - ``seed``: folds, sample and random features.
+
+    The defaults were chosen on the real benchmark catalog: docs/results.md.
+    """
+
+    folds: int = 5
+    random_features: int = 4096
+    kernel_gamma: float = 10.0
+    ridge: float = 0.1
+    feature_share: float = 0.5
+    max_fit_items: int = 50_000
+    seed: int = 0
+
+    @property
+    def min_items(self) -> int:
+        """Smallest catalog a head can be fitted on: two items per fold."""
+        return 2 * self.folds
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
 #: Items mapped to random features at a time when predicting (4096 float32 features each).
 PREDICT_BATCH = 8192
 #: Up to this many uploads are predicted on one BLAS thread: BLAS threads spinning beside torch's
@@ -66,7 +86,7 @@ def ridge_regression(inputs: np.ndarray, targets: np.ndarray,
     return input_mean.astype(np.float32), weight.astype(np.float32), output_mean.astype(np.float32)
 
 
-def random_fourier_projection(feature_dimension: int, count: int = RANDOM_FEATURES, gamma: float = KERNEL_GAMMA,
+def random_fourier_projection(feature_dimension: int, count: int, gamma: float,
                               seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """``(projection, phase)`` whose features' inner products approximate ``exp(-gamma / 2 * |x - y|^2)``."""
     rng = np.random.default_rng(seed)
@@ -103,7 +123,7 @@ class TitleHead:
     output_means: np.ndarray  # folds x title_dimension
     folds: np.ndarray         # catalog items, int32 in [0, folds)
     ridge: float
-    feature_share: float = FEATURE_SHARE
+    feature_share: float = TitleHeadConfig.feature_share
 
     @property
     def feature_dimension(self) -> int:
@@ -119,21 +139,21 @@ class TitleHead:
         return self.feature_dimension + self.title_dimension
 
     @classmethod
-    def fit(cls, features: np.ndarray, titles: np.ndarray, folds: np.ndarray, ridge: float,
-            feature_share: float = FEATURE_SHARE, random_features: int = RANDOM_FEATURES,
-            gamma: float = KERNEL_GAMMA, seed: int = 0) -> "TitleHead":
-        """Fit every fold's regression on (at most :data:`MAX_FIT_ITEMS` of) the items of the other folds."""
-        projection, phase = random_fourier_projection(features.shape[1], random_features, gamma, seed)
+    def fit(cls, features: np.ndarray, titles: np.ndarray, folds: np.ndarray,
+            config: TitleHeadConfig = TitleHeadConfig()) -> "TitleHead":
+        """Fit every fold's regression on (at most ``config.max_fit_items`` of) the items of the other folds."""
+        projection, phase = random_fourier_projection(features.shape[1], config.random_features, config.kernel_gamma,
+                                                      config.seed)
         sample = np.zeros(len(features), dtype=bool)
-        sample[np.random.default_rng(seed).permutation(len(features))[:MAX_FIT_ITEMS]] = True
+        sample[np.random.default_rng(config.seed).permutation(len(features))[:config.max_fit_items]] = True
         fits = []
         for fold in range(int(folds.max()) + 1):
             rows = np.flatnonzero(sample & (folds != fold))
             fits.append(ridge_regression(random_fourier_features(features[rows], projection, phase), titles[rows],
-                                         ridge))
+                                         config.ridge))
         input_means, weights, output_means = (np.stack(part) for part in zip(*fits))
-        return cls(projection, phase, input_means, weights, output_means, folds.astype(np.int32), float(ridge),
-                   float(feature_share))
+        return cls(projection, phase, input_means, weights, output_means, folds.astype(np.int32), float(config.ridge),
+                   float(config.feature_share))
 
     def predict(self, features: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """Unit title predictions for ``features``, each by the fold of the catalog item in ``rows``."""
@@ -197,21 +217,21 @@ class TitleHead:
         return head
 
 
-def fold_assignment(count: int, folds: int = FOLDS, seed: int = 0) -> np.ndarray:
+def fold_assignment(count: int, folds: int = TitleHeadConfig.folds, seed: int = 0) -> np.ndarray:
     """Balanced random fold of every item (sizes differ by at most one)."""
     return np.random.default_rng(seed).permutation(np.arange(count) % folds)
 
 
-def fit_title_head(features: np.ndarray, titles: np.ndarray, ridge: float = RIDGE,
-                   seed: int = 0) -> tuple[TitleHead, np.ndarray]:
+def fit_title_head(features: np.ndarray, titles: np.ndarray,
+                   config: TitleHeadConfig = TitleHeadConfig()) -> tuple[TitleHead, np.ndarray]:
     """The cross-fitted head of a catalog and the catalog's image vectors it gives.
 
     ``features``: the catalog's autoencoder vectors; ``titles``: its title vectors (row-aligned).
     """
     count = len(features)
-    if count < MIN_ITEMS:
-        raise ValueError(f"A title head needs at least {MIN_ITEMS} catalog items ({count} given).")
+    if count < config.min_items:
+        raise ValueError(f"A title head needs at least {config.min_items} catalog items ({count} given).")
     if titles.shape[0] != count:
         raise ValueError(f"{count} thumbnail vectors but {titles.shape[0]} title vectors.")
-    head = TitleHead.fit(features, titles, fold_assignment(count, seed=seed), ridge, seed=seed)
+    head = TitleHead.fit(features, titles, fold_assignment(count, config.folds, config.seed), config)
     return head, head.join(features, head.predict(features, np.arange(count)))

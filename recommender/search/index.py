@@ -1,7 +1,10 @@
 """FAISS indexes over L2-normalised vectors (inner product = cosine similarity).
 
 The index type follows catalog size: exact search while it is cheap, HNSW above
-:data:`EXACT_SEARCH_LIMIT`, or any FAISS factory string given explicitly.
+:data:`EXACT_SEARCH_LIMIT`, or any FAISS factory string given explicitly. How deep an index
+searches (HNSW ``efSearch``, IVF ``nprobe``) comes from the bundle's
+:class:`~recommender.search.config.SearchConfig`. ``docs/index-scaling.md`` has the
+measurements behind the limit.
 """
 
 from __future__ import annotations
@@ -12,14 +15,12 @@ import faiss
 import numpy as np
 
 from ..errors import BundleError
+from .config import SearchConfig
 
-#: Up to this many vectors, brute force is exact and fast enough: one query against 10k 384-d vectors
-#: takes about 2 ms on one core (``python -m benchmarks --only index``); past ~20k a single query
-#: costs more than the 5 ms budget, while HNSW answers in well under 1 ms at 100k-1M vectors.
+#: Up to this many vectors, brute force is exact and one query stays within the 5 ms budget.
 EXACT_SEARCH_LIMIT = 20_000
 HNSW_NEIGHBOURS = 32
 HNSW_EF_CONSTRUCTION = 80
-HNSW_EF_SEARCH = 128
 
 
 def choose_index_key(count: int) -> str:
@@ -36,8 +37,10 @@ def normalize(vectors: np.ndarray) -> np.ndarray:
     return vectors
 
 
-def build_index(vectors: np.ndarray, index_key: str | None = None) -> faiss.Index:
-    """Build an inner-product index over ``vectors`` (already normalised), row i = id i."""
+def build_index(vectors: np.ndarray, index_key: str | None = None,
+                search: SearchConfig = SearchConfig()) -> faiss.Index:
+    """Build an inner-product index over ``vectors`` (already normalised), row i = id i, searching as
+    ``search`` says."""
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     count, dimension = vectors.shape
     key = index_key or choose_index_key(count)
@@ -48,9 +51,7 @@ def build_index(vectors: np.ndarray, index_key: str | None = None) -> faiss.Inde
     if not index.is_trained:
         index.train(vectors)
     index.add(vectors)
-    if hnsw is not None:
-        hnsw.efSearch = HNSW_EF_SEARCH
-    _set_default_probes(index)
+    apply_search_config(index, search)
     return index
 
 
@@ -61,21 +62,27 @@ def _hnsw_of(index: faiss.Index):
     return None
 
 
-def _set_default_probes(index: faiss.Index) -> None:
-    """IVF indexes default to nprobe=1, which loses most recall; probe a sensible share of lists."""
+def apply_search_config(index: faiss.Index, search: SearchConfig) -> None:
+    """Set how deep ``index`` searches: HNSW ``efSearch``, IVF ``nprobe`` (FAISS's default of 1 list
+    loses most recall, so ``None`` probes a share of the lists). Other index types ignore it."""
+    hnsw = _hnsw_of(index)
+    if hnsw is not None:
+        hnsw.efSearch = search.hnsw_ef_search
     try:
         ivf = faiss.extract_index_ivf(index)
     except RuntimeError:
         return
-    ivf.nprobe = min(ivf.nlist, max(8, ivf.nlist // 32))
+    ivf.nprobe = min(ivf.nlist, search.ivf_nprobe or max(8, ivf.nlist // 32))
 
 
 def save_index(index: faiss.Index, path: Path) -> None:
     faiss.write_index(index, str(path))
 
 
-def load_index(path: Path, expected_count: int, expected_dimension: int) -> faiss.Index:
-    """Read an index and check it matches the catalog and the vectors it claims to hold."""
+def load_index(path: Path, expected_count: int, expected_dimension: int,
+               search: SearchConfig = SearchConfig()) -> faiss.Index:
+    """Read an index, check it matches the catalog and the vectors it claims to hold, and set it to
+    search as ``search`` says."""
     path = Path(path)
     if not path.is_file():
         raise BundleError(f"Missing index file {path}. Rebuild the bundle with `python -m train build`.")
@@ -90,9 +97,7 @@ def load_index(path: Path, expected_count: int, expected_dimension: int) -> fais
         )
     if index.metric_type != faiss.METRIC_INNER_PRODUCT:
         raise BundleError(f"Index {path} does not use inner product; rebuild the bundle with this version.")
-    hnsw = _hnsw_of(index)
-    if hnsw is not None:
-        hnsw.efSearch = max(hnsw.efSearch, HNSW_EF_SEARCH)
+    apply_search_config(index, search)
     return index
 
 

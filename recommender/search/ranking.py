@@ -1,6 +1,6 @@
 """Ranking for a batch of queries: single-mode search and hybrid candidate fusion.
 
-:class:`~recommender.engine.Recommender` calls these with a batch of one; evaluation asks every
+:class:`~recommender.Recommender` calls these with a batch of one; evaluation asks every
 catalog item as a query (and an alpha sweep asks them all again per alpha), so both share one
 implementation and cannot drift apart:
 
@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 
+from .config import SearchConfig
 from .fusion import fuse_batch
 
 _NO_ROW = -1
@@ -107,10 +108,10 @@ def hybrid_candidates(image_index: faiss.Index, text_index: faiss.Index, image_v
     return Candidates(rows, valid, image_scores, text_scores)
 
 
-def fuse_candidates(candidates: Candidates, alpha: float, k: int,
-                    method: str = "weighted") -> tuple[np.ndarray, np.ndarray]:
+def fuse_candidates(candidates: Candidates, alpha: float, k: int, method: str = "weighted",
+                    rrf_k: int = SearchConfig.rrf_k) -> tuple[np.ndarray, np.ndarray]:
     """Top ``k`` of each candidate set by fused score, ties broken by row (the engine's ``lexsort``)."""
-    fused = fuse_batch(candidates.text_scores, candidates.image_scores, candidates.valid, alpha, method)
+    fused = fuse_batch(candidates.text_scores, candidates.image_scores, candidates.valid, alpha, method, rrf_k)
     order = np.lexsort((candidates.rows, -fused), axis=-1)[:, :k]
     rows = np.take_along_axis(candidates.rows, order, axis=1)
     scores = np.take_along_axis(fused, order, axis=1)

@@ -19,8 +19,9 @@ from typing import Any, TypeVar
 import gradio as gr
 
 from ..encoders.titles import MAX_TITLE_CHARS
-from ..engine import Recommendations, Recommender
+from ..engine import Recommender
 from ..errors import RecommenderError
+from ..results import Recommendations
 from .startup import Startup
 
 logger = logging.getLogger(__name__)
@@ -107,7 +108,8 @@ class Endpoints:
                 fusion: str) -> tuple[Gallery, dict]:
         for note in results.notes:
             gr.Warning(note)
-        gallery = [(self._thumbnail(r.row), f"{r.rank}. {r.title} · {r.score:.3f}") for r in results]
+        gallery = [(self._thumbnail(row), f"{r.rank}. {r.title} · {r.score:.3f}")
+                   for r, row in zip(results, results.rows.tolist())]
         used_alpha = self.recommender.default_alpha if alpha is None else float(alpha)
         data = {
             "query": query,
@@ -116,7 +118,7 @@ class Endpoints:
             "alpha": used_alpha if results.mode == "hybrid" else None,
             "fusion": fusion if results.mode == "hybrid" else None,
             "notes": list(results.notes),
-            "results": [{key: value for key, value in r.to_dict().items() if key != "row"} for r in results],
+            "results": [r.to_dict() for r in results],
         }
         return gallery, jsonable(data)
 

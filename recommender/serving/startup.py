@@ -18,11 +18,11 @@ from pathlib import Path
 
 from tqdm.std import tqdm
 
-from ..data.bundle import DEFAULT_BUNDLE_DIR, MANIFEST
+from ..data.bundle import DEFAULT_BUNDLE_DIR, MANIFEST, read_search_config
 from ..data.catalog import DEFAULT_DATASET
 from ..engine import Recommender
 from ..errors import RecommenderError
-from ..search.fusion import DEFAULT_ALPHA
+from ..search.config import SearchConfig
 
 logger = logging.getLogger(__name__)
 
@@ -155,14 +155,14 @@ class Startup:
         """
         if self._recommender is not None:
             return self._recommender.default_alpha
-        alpha = self.build_options.get("alpha", DEFAULT_ALPHA) if self.plan.build_from else None
+        if self.plan.build_from:
+            return self.build_options.get("search", SearchConfig()).alpha
         try:
-            alpha = alpha if alpha is not None else json.loads(self._manifest_path().read_text())["fusion"]["alpha"]
+            return read_search_config(json.loads(self._manifest_path().read_text())).alpha
         except Exception as error:  # noqa: BLE001 - any problem surfaces when the bundle really loads
             logger.warning("Cannot read the default alpha of %s yet (%s); the slider starts at %s.",
-                           self.plan.source, error, DEFAULT_ALPHA)
-            alpha = DEFAULT_ALPHA
-        return float(alpha)
+                           self.plan.source, error, SearchConfig.alpha)
+            return SearchConfig.alpha
 
     def _manifest_path(self) -> Path:
         if Path(self.plan.source).is_dir():

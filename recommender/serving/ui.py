@@ -16,7 +16,7 @@ import gradio as gr
 import pandas as pd
 
 from ..engine import MAX_K, MODES, Recommender
-from ..search.fusion import FUSION_METHODS
+from ..search.config import FUSION_METHODS
 from .endpoints import Endpoints
 from .startup import Startup
 
