@@ -53,8 +53,9 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> None:
     search.add_argument("--fusion", choices=FUSION_METHODS, default=SearchConfig.fusion,
                         help=f"default hybrid fusion (default: {SearchConfig.fusion})")
     search.add_argument("--hnsw-ef-search", type=int, default=SearchConfig.hnsw_ef_search,
-                        help=f"HNSW search breadth, for catalogs that get an HNSW index (default: {SearchConfig.hnsw_ef_search})")
-    search.add_argument("--ivf-nprobe", type=int, help="inverted lists an IVF index visits (default: max(8, nlist / 32))")
+                        help=f"HNSW search breadth (default: {SearchConfig.hnsw_ef_search})")
+    search.add_argument("--ivf-nprobe", type=int,
+                        help="inverted lists an IVF index visits (default: max(8, nlist / 32))")
 
 
 def run_build(args: argparse.Namespace) -> None:

@@ -29,7 +29,7 @@ def preprocess(image: Image.Image, config: EncoderConfig) -> np.ndarray:
 
 
 def decode_for(config: EncoderConfig, source: ImageInput) -> Image.Image:
-    """Decode, letting JPEG DCT scaling skip detail the network would discard anyway (2-3x faster).
+    """Decode, letting JPEG DCT scaling skip detail the network would discard anyway (much faster).
 
     The 1.5x margin keeps a letterboxed 480x360 thumbnail's content above the input size.
     """

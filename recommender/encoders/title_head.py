@@ -66,8 +66,8 @@ class TitleHeadConfig:
 
 #: Items mapped to random features at a time when predicting (4096 float32 features each).
 PREDICT_BATCH = 8192
-#: Up to this many uploads are predicted on one BLAS thread: BLAS threads spinning beside torch's
-#: made a single upload 17 ms instead of 10 (default threads, as a library user calls it).
+#: Up to this many uploads are predicted on one BLAS thread: too little work to split, and BLAS
+#: threads spinning beside torch's slow a single upload down (docs/performance.md).
 SINGLE_THREAD_ROWS = 64
 
 

@@ -1,7 +1,7 @@
-"""Query titles on ONNX Runtime: the same vectors as PyTorch, 2-3x faster for one title on a CPU.
+"""Query titles on ONNX Runtime: the same vectors as PyTorch, faster for one title on a CPU.
 
 A title query is one short sentence, where PyTorch spends much of its time dispatching many
-small operations (about 28 ms for all-MiniLM-L6-v2 on one thread here, 10.5 ms on ONNX Runtime).
+small operations (docs/performance.md has the figures).
 The loaded SentenceTransformer (tokenizer excluded, pooling and normalisation included) is
 exported with ``torch.onnx`` into a temporary file, and only used after it has reproduced
 PyTorch's vectors on probe titles: a model that does not export, or exports differently, simply

@@ -66,7 +66,8 @@ class SearchConfig:
         known = {field.name for field in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ValueError(f"unknown search setting(s) {', '.join(map(repr, unknown))}; known: {', '.join(sorted(known))}.")
+            raise ValueError(f"unknown search setting(s) {', '.join(map(repr, unknown))}; "
+                             f"known: {', '.join(sorted(known))}.")
         return cls(**values)
 
 

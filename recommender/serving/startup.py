@@ -37,10 +37,9 @@ TITLES_SETTLED_LOG = "Title queries settled on"
 
 def use_one_thread_per_query() -> None:
     """Serving runs queries side by side on Gradio's workers, each too small to split: one torch/FAISS/BLAS
-    thread per query is as fast on a quiet CPU and up to 20x faster on a busy one (benchmarks:
-    image query 9 ms vs 168 ms p50 beside another process; numpy's OpenBLAS threads, used by the title
-    head, slowed hybrid uploads from 18 to 30 ms p50). Called after any first-start build, so
-    training still uses every core."""
+    thread per query is as fast on a quiet CPU and much faster on a busy one, where threads of
+    concurrent queries fight over the cores (docs/performance.md). Called after any first-start
+    build, so training still uses every core."""
     import faiss
     import torch
     from threadpoolctl import threadpool_limits
