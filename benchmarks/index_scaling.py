@@ -4,7 +4,7 @@ Vectors have the real dimensions and are synthesised from the real ones: each is
 plus Gaussian noise with the real vectors' own covariance (scaled by ``sigma``), re-normalised,
 so the synthetic catalog keeps the real data's shape instead of being uniform noise. Queries are
 fresh perturbations (not in the index). For each size the index is the one the engine chooses
-(:func:`recommender.index.choose_index_key`, built by :func:`recommender.index.build_index` with
+(:func:`recommender.search.index.choose_index_key`, built by :func:`recommender.search.index.build_index` with
 its constants); its search-time knob (HNSW ``efSearch`` / IVF ``nprobe``) is swept, the engine's
 default marked. Latency is one query per call, as the engine searches; recall uses all queries.
 """

@@ -62,7 +62,7 @@ class TitleEncoder:
 
     def use_onnx_runtime(self, probe_titles: Sequence[str]) -> bool:
         """Run one-title queries on ONNX Runtime if the exported model reproduces PyTorch's vectors
-        on ``probe_titles`` (see :mod:`recommender.titles_onnx`); otherwise keep PyTorch and say why.
+        on ``probe_titles`` (see :mod:`~recommender.encoders.titles_onnx`); otherwise keep PyTorch and say why.
 
         Takes seconds to a minute (the export): call it off the request path. Queries keep working meanwhile.
         """
