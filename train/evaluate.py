@@ -630,7 +630,7 @@ def report_markdown(results: dict, with_examples: bool = True) -> str:
     if head:
         lines += [f"Image vectors join the encoder's features with a title head's prediction ({head['dimension']}-d): "
                   f"kernel ridge regression from features to title vectors ({head['random_features']:,} random "
-                  f"Fourier features, ridge {head['config']['ridge']}), cross-fitted over {head['folds']} folds, so no "
+                  f"Fourier features, ridge {head.get('config', head).get('ridge')}), cross-fitted over {head['folds']} folds, so no "
                   "catalog item's vector was fitted on its own title.", ""]
     lines += ["## Ranking quality", ""]
     lines += _quality_table(results, quality_rows(results))
