@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .common import Results, Row
+
+if TYPE_CHECKING:
+    from train.evaluation import EvaluationReport
 
 
 def run(ours: Path, baseline: Path | None, text_model: str | None, results: Results, label: str = "channel",
         reupload_items: int = 250, set_alpha: bool = True, holdout: bool = True, holdout_fraction: float = 0.2,
-        holdout_epochs: int | None = None):
-    """Evaluate ``ours`` (and ``baseline``) and add the quality rows; returns the
-    :class:`~train.evaluation.EvaluationReport`."""
+        holdout_epochs: int | None = None) -> EvaluationReport:
+    """Evaluate ``ours`` (and ``baseline``) with :func:`train.evaluation.evaluate` and add the quality rows."""
     from train.evaluation import evaluate
 
     report = evaluate(ours, text_model=text_model, label=label, baseline_bundle=baseline,

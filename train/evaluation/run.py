@@ -8,6 +8,7 @@ import subprocess
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TypeVar
 
 from .alpha_sweep import ALPHAS, AlphaSweepEvaluator
 from .base import EvaluationContext, EvaluationResult, Evaluator
@@ -21,6 +22,8 @@ from .reupload import ReuploadEvaluator
 
 REPORT_DIR = "evaluation"
 DEFAULT_KS = (5, 10)
+
+Result = TypeVar("Result", bound=EvaluationResult)
 
 
 def evaluate(bundle: str | Path, *, text_model: str | None = None, label: str = "channel",
@@ -64,7 +67,7 @@ def evaluate(bundle: str | Path, *, text_model: str | None = None, label: str = 
     return report
 
 
-def _timed(evaluator: Evaluator, context: EvaluationContext, timings: dict[str, float]) -> EvaluationResult:
+def _timed(evaluator: Evaluator[Result], context: EvaluationContext, timings: dict[str, float]) -> Result:
     started = time.perf_counter()
     result = evaluator(context)
     timings[f"{evaluator.name}_s"] = time.perf_counter() - started
