@@ -52,6 +52,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="baseline epochs at most; it stops at our training time anyway (default: 3)")
     parser.add_argument("--label", default="channel", help="relevance label column (default: channel)")
     parser.add_argument("--reupload-items", type=int, default=250, help="re-upload queries per variant (default: 250)")
+    parser.add_argument("--holdout-fraction", type=float, default=0.2,
+                        help="quality: share of the catalog held out as never-seen uploads (default: 0.2)")
+    parser.add_argument("--holdout-epochs", type=int,
+                        help="quality: training epochs of the never-seen bundle (default: ours' recorded epochs)")
+    parser.add_argument("--no-holdout", action="store_true", help="quality: skip the never-seen uploads")
     parser.add_argument("--queries", type=int, default=200, help="queries per latency measurement (default: 200)")
     parser.add_argument("--index-sizes", default="10000,100000,1000000",
                         help="index scaling sizes (default: 10000,100000,1000000)")
@@ -113,7 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     if "quality" in sections:
         from . import quality
 
-        quality.run(pair.ours, pair.baseline, args.text_model, results, args.label, args.reupload_items)
+        quality.run(pair.ours, pair.baseline, args.text_model, results, args.label, args.reupload_items,
+                    holdout=not args.no_holdout, holdout_fraction=args.holdout_fraction,
+                    holdout_epochs=args.holdout_epochs)
 
     recommenders = {}
 

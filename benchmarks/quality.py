@@ -1,43 +1,64 @@
-"""Recommendation quality rows of the benchmark table, from :func:`train.evaluate.evaluate`."""
+"""Recommendation quality rows of the benchmark table, from :func:`train.evaluation.evaluate`."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .common import Results, Row
 
+if TYPE_CHECKING:
+    from train.evaluation import EvaluationReport
+
 
 def run(ours: Path, baseline: Path | None, text_model: str | None, results: Results, label: str = "channel",
-        reupload_items: int = 250, set_alpha: bool = True) -> dict:
-    from train.evaluate import evaluate
+        reupload_items: int = 250, set_alpha: bool = True, holdout: bool = True, holdout_fraction: float = 0.2,
+        holdout_epochs: int | None = None) -> EvaluationReport:
+    """Evaluate ``ours`` (and ``baseline``) with :func:`train.evaluation.evaluate` and add the quality rows."""
+    from train.evaluation import evaluate
 
     report = evaluate(ours, text_model=text_model, label=label, baseline_bundle=baseline,
-                      reupload_items=reupload_items, set_alpha=set_alpha)
-    original = (report.get("baseline") or {}).get("original_design")
-    modes = report["modes"]
+                      reupload_items=reupload_items, set_alpha=set_alpha, holdout=holdout,
+                      holdout_fraction=holdout_fraction, holdout_epochs=holdout_epochs)
+    rankings, queries = report.rankings, report.info.queries
+    original = report.baseline.original_design if report.baseline else None
     names = {"image": "image (original: IndexFlatL2 on raw codes)", "text": "text",
-             "hybrid": f"hybrid (ours: weighted, alpha {report['alpha']:.2f}; original: set union)"}
+             "hybrid": f"hybrid (ours: weighted, alpha {report.alpha:.2f}; original: set union)"}
     for metric in ("P@10", "nDCG@10", "P@5"):
         for mode in ("image", "text", "hybrid"):
-            results.add(Row("quality", f"{metric} {names[mode]}", modes[mode][metric],
-                            original["modes"][mode][metric] if original else None, "",
-                            f"label '{label}', {report['queries']:,} queries", "higher"))
-        results.add(Row("quality", f"{metric} random / ceiling", f"{report['reference']['random'][metric]:.3f} / "
-                        f"{report['reference']['ceiling'][metric]:.3f}"))
+            results.add(Row("quality", f"{metric} {names[mode]}", rankings.modes[mode][metric],
+                            original.modes[mode][metric] if original else None, "",
+                            f"label '{label}', {queries:,} queries", "higher"))
+        results.add(Row("quality", f"{metric} random / ceiling", f"{rankings.reference.random[metric]:.3f} / "
+                        f"{rankings.reference.ceiling[metric]:.3f}"))
     margin = lambda m: f"{m['hybrid']['P@10'] - max(m['image']['P@10'], m['text']['P@10']):+.4f}"  # noqa: E731
-    results.add(Row("quality", "hybrid P@10 minus best single mode", margin(modes),
-                    margin(original["modes"]) if original else None, "",
+    results.add(Row("quality", "hybrid P@10 minus best single mode", margin(rankings.modes),
+                    margin(original.modes) if original else None, "",
                     "must be > 0: a fusion that loses to its best input is a bug"))
-    cv = report["alpha_selection"]["cross_validated"]
+    cv = report.sweep.cross_validated
     if cv:
-        results.add(Row("quality", "hybrid P@10, alpha chosen on held-out folds", cv["P@10"], None, "",
-                        f"{cv['folds']}-fold over queries"))
-    headline = "re-upload (all headline variants)"
-    results.add(Row("quality", "re-upload recall@1 (image mode)", report["reupload"][headline]["recall@1"],
-                    original["reupload"][headline]["recall@1"] if original else None, "",
-                    f"{report['reupload_queries']} thumbnails x 2: crop 4%, brightness x1.2 or x0.8, JPEG q30", "higher"))
+        results.add(Row("quality", f"hybrid {cv.metric}, alpha chosen on held-out folds", cv.value, None, "",
+                        f"{cv.folds}-fold over queries"))
+    results.add(Row("quality", "re-upload recall@1 (image mode)", report.reupload.headline.recall_at_1,
+                    original.reupload_headline.recall_at_1 if original else None, "",
+                    f"{report.reupload.queries} thumbnails x 2: crop 4%, brightness x1.2 or x0.8, JPEG q30", "higher"))
+    never_seen = report.never_seen
+    if never_seen:
+        note = (f"{never_seen.held_out:,} held-out videos uploaded to a bundle built without them "
+                f"({never_seen.catalog_items:,} items, {never_seen.epochs} epochs)")
+        uploads = {"image": "image (thumbnail)", "text": "text (title)", "hybrid": "hybrid (both)"}
+        for metric in ("P@10", "nDCG@10"):
+            for mode, upload in uploads.items():
+                results.add(Row("quality", f"{metric} never-seen upload, {upload}", never_seen.modes[mode][metric],
+                                None, "", note, "higher"))
+            results.add(Row("quality", f"{metric} never-seen random / ceiling",
+                            f"{never_seen.reference.random[metric]:.3f} / {never_seen.reference.ceiling[metric]:.3f}"))
+        results.add(Row("quality", "never-seen bundle build + queries", never_seen.build_seconds +
+                        never_seen.query_seconds, None, "s",
+                        f"build {never_seen.build_seconds:.0f} s, {3 * never_seen.held_out:,} uploads "
+                        f"{never_seen.query_seconds:.0f} s"))
     if original:
         results.add(Row("quality", "dead code dimensions (zero for every item)", None,
-                        f"{original['dead_dimensions']} of {original['code_dimension']}"))
-    results.raw["quality"] = report
+                        f"{original.dead_dimensions} of {original.code_dimension}"))
+    results.raw["quality"] = report.to_dict()
     return report

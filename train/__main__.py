@@ -14,6 +14,7 @@ from recommender.encoders.titles import DEFAULT_TEXT_MODEL
 from recommender.errors import RecommenderError
 from recommender.search.config import FUSION_METHODS, SearchConfig
 
+from .evaluation.never_seen import DEFAULT_FRACTION as DEFAULT_HOLDOUT_FRACTION
 from .trainer import TrainingConfig
 
 ENCODERS = {"dae": EncoderConfig(), "baseline": BASELINE_CONFIG}
@@ -113,25 +114,37 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="random seed for samples and crops (default: 0)")
     parser.add_argument("--no-set-alpha", action="store_true",
                         help="do not write the tuned alpha and the summary into the bundle's manifest")
+    never_seen = parser.add_argument_group(
+        "never-seen uploads", "part of the catalog held out, a bundle built on the rest with this bundle's settings, "
+                              "the held-out videos asked as uploads (costs a build of that share of the catalog)")
+    never_seen.add_argument("--holdout-fraction", type=float, default=DEFAULT_HOLDOUT_FRACTION,
+                            help=f"share of the catalog held out (default: {DEFAULT_HOLDOUT_FRACTION})")
+    never_seen.add_argument("--holdout-epochs", type=int,
+                            help="training epochs of the held-out bundle (default: the bundle's recorded epochs)")
+    never_seen.add_argument("--no-holdout", action="store_true", help="skip the never-seen uploads")
 
 
 def run_evaluate(args: argparse.Namespace) -> None:
-    from .evaluate import evaluate, summary_markdown
+    from .evaluation import evaluate
+    from .evaluation.report import summary_markdown
 
-    results = evaluate(args.bundle, text_model=args.text_model, label=args.label,
-                       baseline_bundle=args.baseline_bundle, output_dir=args.output,
-                       reupload_items=args.reupload_items, verify_queries=args.verify_queries,
-                       examples=args.examples, seed=args.seed, set_alpha=not args.no_set_alpha)
-    print(summary_markdown(results))
+    report = evaluate(args.bundle, text_model=args.text_model, label=args.label,
+                      baseline_bundle=args.baseline_bundle, output_dir=args.output,
+                      reupload_items=args.reupload_items, verify_queries=args.verify_queries,
+                      examples=args.examples, seed=args.seed, set_alpha=not args.no_set_alpha,
+                      holdout=not args.no_holdout, holdout_fraction=args.holdout_fraction,
+                      holdout_epochs=args.holdout_epochs)
+    print(summary_markdown(report))
     where = Path(args.output) if args.output else Path(args.bundle) / "evaluation"
     print(f"\nReport: {where / 'report.md'}" + ("" if args.no_set_alpha else
-                                                 f"; default alpha {results['alpha']:.2f} written to the manifest."))
+                                                 f"; default alpha {report.alpha:.2f} written to the manifest."))
 
 
 COMMANDS = {
     "build": ("Build a bundle from a dataset: train the encoder, embed, index.", add_build_arguments, run_build),
     "push": ("Upload a bundle to a Hugging Face Hub model repo with a model card.", add_push_arguments, run_push),
-    "evaluate": ("Quality report of a bundle: precision/nDCG per mode, re-upload robustness, alpha sweep.",
+    "evaluate": ("Quality report of a bundle: precision/nDCG per mode, never-seen uploads, re-upload robustness, "
+                 "alpha sweep.",
                  add_evaluate_arguments, run_evaluate),
 }
 

@@ -9,7 +9,7 @@ import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from recommender.data.bundle import FILES, OPTIONAL_FILES, write_manifest
+from recommender.data.bundle import FILES, OPTIONAL_FILES, read_search_config, write_manifest
 from recommender.data.catalog import DEFAULT_DATASET, load_catalog
 from recommender.encoders.autoencoder import (
     EncoderConfig,
@@ -137,6 +137,54 @@ def build_bundle(source: str | Path = DEFAULT_DATASET, output: str | Path = "bun
         })
         replace_folder(staging, output)
         return manifest
+
+
+@dataclass(frozen=True)
+class BuildSettings:
+    """What :func:`build_bundle` was given, as a bundle's manifest records it: enough to build another
+    bundle the same way (e.g. on part of its catalog, as the never-seen evaluation does)."""
+
+    text_model: str
+    text_revision: str | None
+    text_prefix: str | None
+    encoder_config: EncoderConfig
+    training: TrainingConfig
+    title_head: TitleHeadConfig | None
+    index_key: str | None
+    search: SearchConfig
+
+    @classmethod
+    def of(cls, manifest: dict) -> "BuildSettings":
+        """Read the settings from a manifest, including those written before ``title_head.config`` existed.
+
+        A bundle whose encoder weights were reused (no training recorded) gets the default training.
+        """
+        text = manifest.get("text_model", {})
+        encoder = manifest.get("image_encoder", {})
+        recorded_training = encoder.get("training") or {}
+        head = manifest.get("title_head")
+        head_config = None
+        if head:
+            values = head.get("config") or head  # older manifests kept the settings beside file and dimension
+            head_config = TitleHeadConfig(**{name: values[name] for name in _field_names(TitleHeadConfig)
+                                             if name in values})
+        key = manifest.get("indexes", {}).get("image", {}).get("key")
+        return cls(
+            text_model=text.get("name") or DEFAULT_TEXT_MODEL, text_revision=text.get("revision"),
+            text_prefix=text.get("prefix"), encoder_config=EncoderConfig.from_dict(encoder.get("config", {})),
+            training=TrainingConfig(**{name: recorded_training[name] for name in _field_names(TrainingConfig)
+                                       if name in recorded_training}),
+            title_head=head_config, index_key=None if key in (None, "auto") else key,
+            search=read_search_config(manifest),
+        )
+
+    def keywords(self) -> dict:
+        """Keyword arguments of :func:`build_bundle`."""
+        return {item.name: getattr(self, item.name) for item in fields(self)}
+
+
+def _field_names(config: type) -> list[str]:
+    return [item.name for item in fields(config)]
 
 
 def replace_folder(new: Path, target: Path) -> None:

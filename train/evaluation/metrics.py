@@ -1,9 +1,11 @@
 """Ranking metrics with a label as relevance: precision@k and nDCG@k, with their random and best values.
 
-A recommendation is relevant when it shares the query's label (e.g. the same channel); the
-query item itself is never a candidate. Every query counts, including those whose label has
-no other item (their precision and nDCG are 0 whatever the ranking, which the ceiling shows).
-Rankings are ``(queries, k)`` arrays of catalog rows, padded with ``-1`` (never relevant).
+A recommendation is relevant when it shares the query's label (e.g. the same channel). Queries
+are catalog items (:func:`ranking_report`: the query item itself is never a candidate) or
+uploads from outside the catalog (:func:`upload_ranking_report`). Every query counts, including
+those whose label has no (other) item in the catalog: their precision and nDCG are 0 whatever the
+ranking, which the ceiling shows. Rankings are ``(queries, k)`` arrays of catalog rows, padded
+with ``-1`` (never relevant).
 """
 
 from __future__ import annotations
@@ -23,12 +25,18 @@ def encode_labels(values: list | np.ndarray) -> tuple[np.ndarray, list[str]]:
     return codes, list(names)
 
 
+def label_counts(labels: np.ndarray, query_labels: np.ndarray) -> np.ndarray:
+    """Per query label, how many catalog items carry it (0 for a missing label)."""
+    labels, query_labels = np.asarray(labels), np.asarray(query_labels)
+    sizes = np.bincount(labels[labels >= 0],
+                        minlength=max(int(labels.max(initial=-1)), int(query_labels.max(initial=-1))) + 1)
+    return np.where(query_labels >= 0, sizes[np.maximum(query_labels, 0)], 0).astype(np.int64)
+
+
 def relevant_counts(labels: np.ndarray, query_rows: np.ndarray) -> np.ndarray:
     """Per query, how many *other* catalog items share its label."""
-    labels = np.asarray(labels)
-    sizes = np.bincount(labels[labels >= 0], minlength=int(labels.max(initial=-1)) + 1)
-    query_labels = labels[query_rows]
-    return np.where(query_labels >= 0, sizes[np.maximum(query_labels, 0)] - 1, 0).astype(np.int64)
+    counts = label_counts(labels, np.asarray(labels)[query_rows])
+    return np.maximum(counts - 1, 0)
 
 
 def relevance(ranked_rows: np.ndarray, labels: np.ndarray, query_labels: np.ndarray) -> np.ndarray:
@@ -76,11 +84,9 @@ def ceiling(n_relevant: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return np.minimum(n_relevant, k) / k, (n_relevant > 0).astype(np.float64)
 
 
-def ranking_report(ranked_rows: np.ndarray, labels: np.ndarray, query_rows: np.ndarray,
-                   ks: tuple[int, ...] = (5, 10)) -> dict[str, np.ndarray]:
-    """Per-query ``P@k`` and ``nDCG@k`` arrays for each ``k`` (``ranked_rows`` needs ``max(ks)`` columns)."""
-    n_relevant = relevant_counts(labels, query_rows)
-    relevant = relevance(ranked_rows, labels, np.asarray(labels)[query_rows])
+def _report(ranked_rows: np.ndarray, labels: np.ndarray, query_labels: np.ndarray, n_relevant: np.ndarray,
+            ks: tuple[int, ...]) -> dict[str, np.ndarray]:
+    relevant = relevance(ranked_rows, labels, query_labels)
     report = {}
     for k in ks:
         report[f"P@{k}"] = precision_at_k(relevant, k)
@@ -88,16 +94,38 @@ def ranking_report(ranked_rows: np.ndarray, labels: np.ndarray, query_rows: np.n
     return report
 
 
-def reference_report(labels: np.ndarray, query_rows: np.ndarray,
-                     ks: tuple[int, ...] = (5, 10)) -> dict[str, dict[str, np.ndarray]]:
-    """Per-query random and ceiling values of every metric in :func:`ranking_report`."""
-    n_relevant = relevant_counts(labels, query_rows)
-    n_candidates = len(labels) - 1
+def _references(n_relevant: np.ndarray, n_candidates: int, ks: tuple[int, ...]) -> dict[str, dict[str, np.ndarray]]:
     random, best = {}, {}
     for k in ks:
         random[f"P@{k}"], random[f"nDCG@{k}"] = random_expectation(n_relevant, n_candidates, k)
         best[f"P@{k}"], best[f"nDCG@{k}"] = ceiling(n_relevant, k)
     return {"random": random, "ceiling": best}
+
+
+def ranking_report(ranked_rows: np.ndarray, labels: np.ndarray, query_rows: np.ndarray,
+                   ks: tuple[int, ...] = (5, 10)) -> dict[str, np.ndarray]:
+    """Per-query ``P@k`` and ``nDCG@k`` arrays for each ``k`` (``ranked_rows`` needs ``max(ks)`` columns),
+    for catalog rows asked as queries."""
+    return _report(ranked_rows, labels, np.asarray(labels)[query_rows], relevant_counts(labels, query_rows), ks)
+
+
+def reference_report(labels: np.ndarray, query_rows: np.ndarray,
+                     ks: tuple[int, ...] = (5, 10)) -> dict[str, dict[str, np.ndarray]]:
+    """Per-query random and ceiling values of every metric in :func:`ranking_report`."""
+    return _references(relevant_counts(labels, query_rows), len(labels) - 1, ks)
+
+
+def upload_ranking_report(ranked_rows: np.ndarray, labels: np.ndarray, query_labels: np.ndarray,
+                          ks: tuple[int, ...] = (5, 10)) -> dict[str, np.ndarray]:
+    """:func:`ranking_report` for queries from outside the catalog, given by their labels
+    (``labels`` holds the catalog's; every catalog item with the query's label is relevant)."""
+    return _report(ranked_rows, labels, query_labels, label_counts(labels, query_labels), ks)
+
+
+def upload_reference_report(labels: np.ndarray, query_labels: np.ndarray,
+                            ks: tuple[int, ...] = (5, 10)) -> dict[str, dict[str, np.ndarray]]:
+    """Per-query random and ceiling values of every metric in :func:`upload_ranking_report`."""
+    return _references(label_counts(labels, query_labels), len(labels), ks)
 
 
 def recall_at_k(ranked_rows: np.ndarray, targets: np.ndarray, k: int) -> float:
@@ -108,3 +136,19 @@ def recall_at_k(ranked_rows: np.ndarray, targets: np.ndarray, k: int) -> float:
 
 def mean(values: dict[str, np.ndarray]) -> dict[str, float]:
     return {name: float(np.mean(array)) if len(array) else float("nan") for name, array in values.items()}
+
+
+def per_label_means(per_query: dict[str, dict[str, np.ndarray]], labels: np.ndarray, label_names: list[str],
+                    metric: str, largest: int = 8, min_items: int = 10) -> dict[str, dict[str, float]]:
+    """Mean ``metric`` per mode (``per_query``'s keys) and item count (``items``) for the largest labels
+    (at most ``largest``, each with ``min_items`` or more), the rest pooled as ``other (N labels)``."""
+    codes, sizes = np.unique(labels[labels >= 0], return_counts=True)
+    order = np.argsort(-sizes, kind="stable")
+    big = codes[order[:largest]][sizes[order[:largest]] >= min_items]
+    groups = {label_names[int(code)]: labels == code for code in big}
+    rest = ~np.isin(labels, big)
+    if rest.any():
+        groups[f"other ({len(codes) - len(big)} labels)"] = rest
+    return {name: {"items": int(mask.sum()), **{mode: float(np.mean(values[metric][mask]))
+                                                for mode, values in per_query.items()}}
+            for name, mask in groups.items()}
