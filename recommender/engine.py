@@ -195,7 +195,17 @@ class Recommender:
             rows, scores = self._hybrid_candidates(query, k, alpha, fusion)
         else:
             rows, scores = self._single_mode(query, mode, k)
+        if not len(rows):
+            notes.append(self._nothing_found(query))
         return Recommendations(self._describe(rows, scores, query), mode, notes, rows)
+
+    def _nothing_found(self, query: _Query) -> str:
+        """Why a query has no results: in practice, a catalog with nothing but the queried item."""
+        count = len(self.catalog)
+        if query.exclude_row is not None:
+            return (f"No recommendations: the catalog has {count} item{'s' if count != 1 else ''} and an item "
+                    "never recommends itself.")
+        return "No recommendations: no catalog item was found for this query."
 
     def _check_parameters(self, mode: str, k: object, alpha: object,
                           fusion: str | None) -> tuple[str, int, float, str]:
