@@ -24,7 +24,7 @@ from .data.catalog import Catalog
 from .data.images import ImageInput
 from .encoders.thumbnails import ThumbnailEncoder
 from .encoders.title_head import TitleHead
-from .encoders.titles import TitleEncoder, clean_title
+from .encoders.titles import TitleEncoder, clean_title, default_prefix
 from .errors import BundleError, InvalidQueryError
 from .results import Recommendation, Recommendations
 from .search.config import FUSION_METHODS, SearchConfig
@@ -90,7 +90,7 @@ class Recommender:
         """Load a bundle from a local folder or a Hub repo id (+ ``revision``).
 
         ``text_model`` overrides the manifest's model (e.g. a local copy for offline use); it
-        must produce vectors of the bundle's dimension. ``search`` replaces the manifest's
+        must produce vectors of the bundle's dimension, and titles keep the manifest's prefix. ``search`` replaces the manifest's
         :class:`SearchConfig`, or (a mapping) changes some of its fields, e.g. ``{"hnsw_ef_search": 256}``.
         """
         folder = resolve_bundle(source, revision)
@@ -113,9 +113,12 @@ class Recommender:
         if not model:
             raise BundleError(f"{folder / 'manifest.json'} names no text model; pass text_model=.")
         same_model = text_model is None or text_model == text_info.get("name")
+        # The catalog's title vectors were made with the manifest's prefix: queries need it too,
+        # whatever the override's folder is called (every build records it; without one, the build's rule).
+        prefix = text_info["prefix"] if "prefix" in text_info else default_prefix(text_info.get("name", ""))
         try:
             title_encoder = TitleEncoder(model, revision=text_info.get("revision") if same_model else None,
-                                         prefix=text_info.get("prefix") if same_model else None)
+                                         prefix=prefix)
         except OSError as error:  # missing path, unknown or unreachable Hub model
             named_by = "given as text_model" if text_model else f"named in {folder / 'manifest.json'}"
             raise BundleError(f"Text model {model!r} ({named_by}) cannot be loaded: {error}. Pass text_model= "

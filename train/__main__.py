@@ -32,7 +32,8 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--text-model", default=DEFAULT_TEXT_MODEL,
                         help=f"sentence-transformers model id or local path (default: {DEFAULT_TEXT_MODEL})")
     parser.add_argument("--text-revision", help="Hub revision of the text model")
-    parser.add_argument("--text-prefix", help="prefix added to every title (default: 'query: ' for e5 models)")
+    parser.add_argument("--text-prefix", help="prefix added to every title (default: 'query: ' for an e5 model given as a Hub id; "
+                             "a local copy of one needs it given)")
     parser.add_argument("--encoder", choices=sorted(ENCODERS), default="dae",
                         help="thumbnail encoder architecture; 'baseline' is the original design (default: dae)")
     parser.add_argument("--encoder-weights", type=Path,

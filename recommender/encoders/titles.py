@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -21,8 +23,15 @@ MAX_TITLE_CHARS = 1000
 
 
 def default_prefix(model_name_or_path: str) -> str:
-    """e5 models are trained with a ``query: `` prefix; symmetric title-to-title search uses it on both sides."""
-    return "query: " if "e5" in str(model_name_or_path).lower() else ""
+    """The prefix a build uses when none is given: ``query: `` for an e5 model named by its Hub id
+    (e5 models are trained with it; symmetric title-to-title search uses it on both sides), else none.
+
+    Only a Hub id says which model it is: a local folder's name proves nothing, so a local copy of
+    an e5 model needs ``--text-prefix``. Serving never guesses: it uses the manifest's prefix.
+    """
+    name = str(model_name_or_path)
+    is_hub_id = not Path(name).exists() and re.fullmatch(r"[\w.-]+/[\w.-]+", name) is not None
+    return "query: " if is_hub_id and "e5" in name.split("/")[1].lower() else ""
 
 
 def clean_title(title: object) -> str:
