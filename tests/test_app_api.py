@@ -395,7 +395,7 @@ def test_serving_uses_one_thread_per_query_in_every_pool() -> None:
     script = ("import faiss, torch; from threadpoolctl import threadpool_info\n"
               "blas = lambda: max(p['num_threads'] for p in threadpool_info() if p['user_api'] == 'blas')\n"
               "before = blas()\n"
-              "from recommender.startup import use_one_thread_per_query\n"
+              "from recommender.serving.startup import use_one_thread_per_query\n"
               "use_one_thread_per_query()\n"
               "print(before, blas(), torch.get_num_threads(), faiss.omp_get_max_threads())\n")
     env = {name: value for name, value in os.environ.items() if name not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
