@@ -100,7 +100,7 @@ class Recommender:
             search_config = search
         elif search:
             search_config = search_config.replace(**search)  # TypeError / ValueError name the bad setting
-        catalog = Catalog.load(folder / FILES["catalog"])
+        catalog = Catalog.load(folder / FILES["catalog"], checksum=manifest.get("files", {}).get(FILES["catalog"]))
         count = len(catalog)
         if manifest.get("count") not in (None, count):
             raise BundleError(f"{folder / FILES['catalog']} has {count} items but {folder / 'manifest.json'} "
