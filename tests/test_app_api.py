@@ -7,8 +7,10 @@ promises a clear message for; after each bad input the server must still answer.
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
+import shutil
 import socket
 import struct
 import subprocess
@@ -27,7 +29,7 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 from recommender import Recommender
-from recommender.serving.endpoints import CATALOG_PAGE, Endpoints
+from recommender.serving.endpoints import CATALOG_PAGE, UPLOAD_AGAIN, Endpoints
 from recommender.serving.startup import (
     ENV_BUNDLE,
     ENV_REVISION,
@@ -292,6 +294,61 @@ def test_uploads_over_the_cap_are_refused(client: Client, url: str, images: dict
     assert response.status_code == 413 and "maximum" in response.text.lower()
     assert_still_serving(client)
 
+
+
+# -- the image input names a file: only an uploaded one may be opened -----------------------------------
+def raw_recommend(url: str, image: object, mode: str = "image") -> tuple[str, object]:
+    """``/recommend`` called as any HTTP client can, without gradio_client (which always uploads first):
+    the event's kind (``complete`` or ``error``) and its data."""
+    base = url.rstrip("/")
+    sent = httpx.post(f"{base}/gradio_api/call/recommend",
+                      json={"data": [image, "paper plane" if mode == "hybrid" else "", mode, 3, 0.5, "weighted"]},
+                      timeout=60)
+    sent.raise_for_status()
+    stream = httpx.get(f"{base}/gradio_api/call/recommend/{sent.json()['event_id']}", timeout=120).text
+    events = re.findall(r"^event: (\w+)\ndata: (.*)$", stream, flags=re.MULTILINE)
+    kind, data = next((kind, data) for kind, data in events if kind in ("complete", "error"))
+    return kind, json.loads(data)
+
+
+def upload(url: str, path: Path) -> str:
+    with open(path, "rb") as handle:
+        response = httpx.post(f"{url.rstrip('/')}/gradio_api/upload", files={"files": handle}, timeout=60)
+    response.raise_for_status()
+    return response.json()[0]
+
+
+def test_recommend_opens_only_uploaded_files(url: str, recommender: Recommender, images: dict[str, Path],
+                                             tmp_path: Path) -> None:
+    """A raw call can put any path in the image's FileData. Files elsewhere on the server (an image,
+    text, a large file, a missing one, a catalog thumbnail, a way out of the upload folder by ".."
+    or by a symlink) all get one answer, which says nothing about them."""
+    import gradio
+
+    elsewhere = tmp_path / "server-files"
+    elsewhere.mkdir()
+    shutil.copy(images["good.jpg"], elsewhere / "photo.jpg")
+    (elsewhere / "secret.txt").write_text("not for visitors")
+    with open(elsewhere / "large.bin", "wb") as handle:
+        handle.truncate(64 * 2**20)  # a size the old answer reported in MiB
+    uploaded = Path(upload(url, images["good.jpg"]))
+    escape = uploaded.parent / f"escape-{os.getpid()}-{time.monotonic_ns()}.jpg"
+    escape.symlink_to(elsewhere / "photo.jpg")
+    dot_dot = Path(uploaded.parent, *[".."] * (len(uploaded.parent.parts) - 1), *elsewhere.parts[1:], "photo.jpg")
+    package_png = next(Path(gradio.__file__).parent.rglob("*.png"))  # an image in site-packages
+    probes = [elsewhere / "photo.jpg", elsewhere / "secret.txt", elsewhere / "large.bin", elsewhere / "missing.jpg",
+              "/etc/hostname", "/nonexistent/x.jpg", package_png, recommender.catalog.image_path(2), dot_dot, escape, ""]
+    try:
+        for probe in probes:
+            for mode in ("image", "hybrid"):
+                kind, data = raw_recommend(url, {"path": str(probe)}, mode)
+                assert kind == "error" and data["error"] == UPLOAD_AGAIN, (probe, mode, str(data)[:300])
+    finally:
+        escape.unlink()
+    kind, data = raw_recommend(url, {"path": str(uploaded)})  # the upload itself is fine, with or without meta
+    assert kind == "complete" and len(data[1]["results"]) == 3
+    kind, data = raw_recommend(url, {"path": str(uploaded), "meta": {"_type": "gradio.FileData"}}, "hybrid")
+    assert kind == "complete" and data[1]["mode"] == "hybrid"
 
 # -- startup ----------------------------------------------------------------------------------------
 def test_startup_order(tmp_path: Path) -> None:

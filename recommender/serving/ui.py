@@ -3,7 +3,8 @@
 Public events carry an ``api_name`` (see the README's API section); events that only glue the page
 together (clicks on galleries, rendering the details table, startup polling) are private.
 Recommendation events skip Gradio's preprocessing so that the engine, not Pillow inside
-Gradio, decodes uploads: bad images then get the engine's clear message.
+Gradio, decodes uploads: bad images then get the engine's clear message. The endpoint opens only
+files in Gradio's upload folder (:func:`~recommender.serving.endpoints.uploaded_image`).
 """
 
 from __future__ import annotations
