@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import re
 import shutil
@@ -34,10 +35,11 @@ from recommender.serving.startup import (
     ENV_BUNDLE,
     ENV_REVISION,
     BundlePlan,
+    NotReadyError,
     Startup,
     plan_bundle,
 )
-from recommender.serving.ui import MAX_UPLOAD_BYTES, create_app, launch, render_details
+from recommender.serving.ui import MAX_UPLOAD_BYTES, banner_text, create_app, launch, render_details
 
 from .conftest import HubCache
 from .synthetic import CHANNELS, jpeg_bytes, thumbnail
@@ -391,6 +393,30 @@ def test_endpoints_say_when_still_starting_or_failed(tmp_path: Path) -> None:
         Endpoints(failed).search_catalog("paper")
 
 
+def test_visitors_see_names_not_server_paths(tmp_path: Path, recommender: Recommender, bundle_dir: Path,
+                                             text_model: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """/info, the banner and "Startup failed" name bundles and models by Hub id or folder name;
+    the server log keeps the full paths."""
+    missing = tmp_path / "srv" / "bundles" / "v3"
+    failed = Startup(BundlePlan(str(missing), None, "--bundle"))
+    with caplog.at_level(logging.ERROR, logger="recommender.serving.startup"):
+        with pytest.raises(NotReadyError):
+            failed.start().wait(timeout=60)
+    assert str(missing) in caplog.text
+    api = Endpoints(failed)
+    with pytest.raises(gr.Error) as refused:
+        api.search_catalog("paper")
+    shown = [json.dumps(api.info()), banner_text(api), str(refused.value)]
+    assert all(str(tmp_path) not in text for text in shown), shown
+    assert api.info()["bundle"] == "v3 (--bundle)"
+    assert api.info()["status"] == "Startup failed: Bundle v3 is neither a local folder nor a Hub repo id (owner/name)."
+
+    ready = Endpoints(Startup.loaded(recommender, description=str(bundle_dir)))
+    info = ready.info()
+    assert str(bundle_dir.parent) not in json.dumps(info) + banner_text(ready)
+    assert (info["bundle"], info["text_model"]) == (f"{bundle_dir.name} (in-process)", text_model.name)
+    assert f"`{text_model.name}`" in banner_text(ready)
+
 def test_builds_a_bundle_when_there_is_none(tmp_path: Path, catalog_parquet: Path, text_model: Path) -> None:
     from train.trainer import TrainingConfig
 
@@ -402,7 +428,7 @@ def test_builds_a_bundle_when_there_is_none(tmp_path: Path, catalog_parquet: Pat
     startup = Startup(plan, text_model=str(text_model), build_options=options, onnx_titles=False).start()
     recommender = startup.wait(timeout=300)
     assert (tmp_path / "bundle" / "manifest.json").is_file() and len(recommender.catalog) == 32
-    assert Endpoints(startup).info()["bundle"].startswith(f"building {tmp_path / 'bundle'}")
+    assert Endpoints(startup).info()["bundle"].startswith(f"building bundle from {catalog_parquet.name} (")
 
 
 def test_python_app_py_serves_a_local_bundle_offline(bundle_dir: Path, text_model: Path) -> None:
@@ -417,7 +443,7 @@ def test_python_app_py_serves_a_local_bundle_offline(bundle_dir: Path, text_mode
         assert first_line.strip() == f"Bundle: {bundle_dir} (--bundle)"
         client = wait_for_client(f"http://127.0.0.1:{port}/", process)
         info = wait_until_ready(client)
-        assert info["items"] == 32 and info["bundle"] == f"{bundle_dir} (--bundle)"
+        assert info["items"] == 32 and info["bundle"] == f"{bundle_dir.name} (--bundle)"  # the log has the path
         parameters = client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/recommend"]
         alpha = next(p for p in parameters["parameters"] if p["parameter_name"] == "alpha")
         assert alpha["parameter_default"] == info["default_alpha"]  # though the app loaded in the background

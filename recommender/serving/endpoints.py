@@ -23,6 +23,7 @@ from ..encoders.titles import MAX_TITLE_CHARS
 from ..engine import Recommender
 from ..errors import InvalidQueryError, RecommenderError
 from ..results import Recommendations
+from .public import public_name
 from .startup import Startup
 
 logger = logging.getLogger(__name__)
@@ -186,11 +187,14 @@ class Endpoints:
 
     # -- status ---------------------------------------------------------------------------------
     def info(self) -> dict:
-        """What is loaded (catalog size, models, index types) and where the bundle came from."""
+        """What is loaded (catalog size, models, index types) and where the bundle came from: Hub repo
+        ids, or local folders by their names (visitors never see server paths)."""
+        bundle = self.startup.plan.describe(public=True)
         if not self.startup.ready:
-            return {"ready": False, "status": self.startup.status_line(), "bundle": self.startup.plan.describe()}
-        return jsonable({"ready": True, "bundle": self.startup.plan.describe(), **self.recommender.info(),
-                         "text_backend_settled": self.startup.titles_settled})
+            return {"ready": False, "status": self.startup.status_line(), "bundle": bundle}
+        info = self.recommender.info()
+        info.update(text_model=public_name(info["text_model"]), source=public_name(info["source"]))
+        return jsonable({"ready": True, "bundle": bundle, **info, "text_backend_settled": self.startup.titles_settled})
 
     @user_errors
     def item_preview(self, item_id: str) -> tuple[str, dict]:
