@@ -39,7 +39,13 @@ from recommender.serving.startup import (
     Startup,
     plan_bundle,
 )
-from recommender.serving.ui import MAX_UPLOAD_BYTES, banner_text, create_app, launch, render_details
+from recommender.serving.ui import (
+    MAX_UPLOAD_BYTES,
+    banner_text,
+    create_app,
+    launch,
+    render_details,
+)
 
 from .conftest import HubCache
 from .synthetic import CHANNELS, jpeg_bytes, thumbnail
@@ -399,9 +405,8 @@ def test_visitors_see_names_not_server_paths(tmp_path: Path, recommender: Recomm
     the server log keeps the full paths."""
     missing = tmp_path / "srv" / "bundles" / "v3"
     failed = Startup(BundlePlan(str(missing), None, "--bundle"))
-    with caplog.at_level(logging.ERROR, logger="recommender.serving.startup"):
-        with pytest.raises(NotReadyError):
-            failed.start().wait(timeout=60)
+    with caplog.at_level(logging.ERROR, logger="recommender.serving.startup"), pytest.raises(NotReadyError):
+        failed.start().wait(timeout=60)
     assert str(missing) in caplog.text
     api = Endpoints(failed)
     with pytest.raises(gr.Error) as refused:
