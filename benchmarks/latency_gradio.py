@@ -47,16 +47,23 @@ def environment() -> dict:
 
 
 @contextmanager
-def running(command: list[str], url: str, timeout: float = 600.0) -> Iterator[str]:
-    """Run a server process until the block ends; yields ``url`` once the app there answers ``/info`` as ready."""
+def started(command: list[str], url: str, timeout: float = 600.0) -> Iterator[subprocess.Popen]:
+    """Run a server process until the block ends; yields it once the app at ``url`` answers ``/info`` as ready."""
     log = tempfile.TemporaryFile("w+")
     process = subprocess.Popen(command, cwd=ROOT, env=environment(), stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_until_ready(url, process, log, timeout)
-        yield url
+        yield process
     finally:
         stop_process(process)
         log.close()
+
+
+@contextmanager
+def running(command: list[str], url: str, timeout: float = 600.0) -> Iterator[str]:
+    """:func:`started`, yielding the server's ``url``."""
+    with started(command, url, timeout):
+        yield url
 
 
 def wait_until_ready(url: str, process: subprocess.Popen, log, timeout: float) -> None:
@@ -85,14 +92,17 @@ def wait_until_ready(url: str, process: subprocess.Popen, log, timeout: float) -
     raise TimeoutError(f"{url} was not ready after {timeout:.0f} s")
 
 
+def app_command(bundle: Path, text_model: str | None, port: int) -> list[str]:
+    """``python app.py`` serving ``bundle`` on a loopback ``port``."""
+    command = [sys.executable, "app.py", "--bundle", str(bundle), "--host", "127.0.0.1", "--port", str(port)]
+    return command + ["--text-model", text_model] if text_model else command
+
+
 @contextmanager
 def serve_app(bundle: Path, text_model: str | None = None) -> Iterator[str]:
     """``python app.py`` on a free loopback port, for as long as the block runs."""
     port = free_port()
-    command = [sys.executable, "app.py", "--bundle", str(bundle), "--host", "127.0.0.1", "--port", str(port)]
-    if text_model:
-        command += ["--text-model", text_model]
-    with running(command, f"http://127.0.0.1:{port}/") as url:
+    with running(app_command(bundle, text_model, port), f"http://127.0.0.1:{port}/") as url:
         yield url
 
 
