@@ -116,15 +116,68 @@ def serve_echo() -> Iterator[str]:
 
 
 def echo_app():
-    """Gradio's floor: a text echo, and an image upload answered with its file name (no decoding)."""
+    """Gradio's floor: a text echo, and an image upload answered with its file name (no decoding);
+    and ``/recommend`` / ``/recommend_item`` with the app's inputs, outputs, queue and limits, answering
+    ``k`` fixed thumbnails (served in place, like the catalog's) and a JSON of the app's shape without
+    recommending anything. The load test sends both apps the same requests."""
     import gradio as gr
 
+    from recommender.engine import MAX_K
+    from recommender.serving.ui import DEFAULT_CONCURRENCY
+
+    thumbnails = echo_thumbnails(MAX_K)
+    gr.set_static_paths([thumbnails[0].parent])
+
+    def answer(query: dict, mode: str, k: float, alpha: float | None, fusion: str) -> tuple[list, dict]:
+        k = int(k)
+        results = [{"rank": rank, "item_id": f"echo{rank}", "title": f"Echo {rank}", "score": 1.0 / rank,
+                    "image_score": None, "text_score": None, "metadata": {"channel": "echo"}}
+                   for rank in range(1, k + 1)]
+        gallery = [(str(path), f"{rank}. Echo {rank} · {1.0 / rank:.3f}") for rank, path in
+                   zip(range(1, k + 1), thumbnails, strict=False)]
+        return gallery, {"query": query, "requested_mode": mode, "mode": mode, "alpha": alpha, "fusion": fusion,
+                         "notes": [], "results": results}
+
+    def recommend(image=None, title=None, mode="hybrid", k=8, alpha=None, fusion="weighted"):
+        name = Path(image["path"]).name if isinstance(image, dict) and image.get("path") else None
+        return answer({"type": "upload", "title": title, "image": name}, mode, k, alpha, fusion)
+
+    def recommend_item(item_id, mode="hybrid", k=8, alpha=None, fusion="weighted"):
+        return answer({"type": "item", "item_id": item_id}, mode, k, alpha, fusion)
+
+    engine = {"concurrency_limit": DEFAULT_CONCURRENCY, "concurrency_id": "engine"}
     with gr.Blocks() as demo:
         text, image, out = gr.Textbox(), gr.Image(type="filepath"), gr.Textbox()
         gr.Button("echo").click(lambda value: value, text, out, api_name="echo")
         gr.Button("echo upload").click(lambda payload: Path(payload["path"]).name, image, out,
                                        api_name="echo_upload", preprocess=False)
+        mode, k = gr.Radio(["image", "text", "hybrid"], value="hybrid"), gr.Slider(1, MAX_K, value=8, step=1)
+        alpha, fusion = gr.Slider(0, 1, value=0.5), gr.Radio(["weighted", "rrf"], value="weighted")
+        item_id, gallery, data = gr.Textbox(), gr.Gallery(), gr.JSON()
+        settings = [mode, k, alpha, fusion]
+        gr.Button("recommend").click(recommend, [image, text, *settings], [gallery, data], api_name="recommend",
+                                     preprocess=False, **engine)
+        gr.Button("recommend item").click(recommend_item, [item_id, *settings], [gallery, data],
+                                          api_name="recommend_item", preprocess=False, **engine)
+    demo.queue(default_concurrency_limit=DEFAULT_CONCURRENCY, max_size=64)
     return demo
+
+
+def echo_thumbnails(count: int) -> list[Path]:
+    """``count`` small JPEG thumbnails in a private folder, removed at exit."""
+    import atexit
+    import shutil
+
+    from PIL import Image
+
+    folder = Path(tempfile.mkdtemp(prefix="echo-thumbnails-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    paths = []
+    for index in range(count):
+        path = folder / f"{index}.jpg"
+        Image.new("RGB", (480, 360), (index * 37 % 256, index * 91 % 256, 128)).save(path, "JPEG")
+        paths.append(path)
+    return paths
 
 
 def build_bundle_from(data: Path, text_model: str, output: Path, epochs: int, limit: int | None) -> Path:
@@ -257,7 +310,10 @@ def app_from(args: argparse.Namespace) -> Iterator[str]:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.serve_echo:
-        echo_app().launch(server_name="127.0.0.1", server_port=args.serve_echo, quiet=True)
+        from recommender.serving.ui import MAX_UPLOAD_BYTES
+
+        echo_app().launch(server_name="127.0.0.1", server_port=args.serve_echo, quiet=True,
+                          max_file_size=MAX_UPLOAD_BYTES)
         return
     with app_from(args) as url:
         results = measure(url, queries=args.queries, k=args.k, download=args.download)

@@ -72,7 +72,7 @@ def burst(url: str, image: Path, callers: int, rounds: int) -> tuple[int, int, f
     for _ in range(rounds):
         start = threading.Barrier(callers)
 
-        def send(client) -> None:
+        def send(client, start: threading.Barrier) -> None:
             start.wait()
             try:
                 client.predict(image=handle_file(image), mode="image", k=5, api_name="/recommend")
@@ -83,7 +83,7 @@ def burst(url: str, image: Path, callers: int, rounds: int) -> tuple[int, int, f
                 outcomes.append(answered)
 
         began = time.perf_counter()
-        threads = [threading.Thread(target=send, args=(client,)) for client in clients]
+        threads = [threading.Thread(target=send, args=(client, start)) for client in clients]
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -128,10 +128,11 @@ def measure(bundle: Path, text_model: str | None, pixels: int, callers: int = 8,
 
 def table(result: dict) -> str:
     return "\n".join([
-        f"{result['callers']} concurrent uploads x {result['rounds']} rounds of a {result['pixels'] / 1e6:.1f} MP "
-        f"RGBA PNG ({result['png_bytes'] / 2**20:.1f} MiB): {result['answered']} answered, {result['refused']} refused",
-        f"server RSS before: {result['rss_before_mib']:.0f} MiB; peak during ({result['peak_from']}): "
-        f"{result['peak_mib']:.0f} MiB (+{result['growth_mib']:.0f} MiB)",
+        (f"{result['callers']} concurrent uploads x {result['rounds']} rounds of a {result['pixels'] / 1e6:.1f} MP "
+         f"RGBA PNG ({result['png_bytes'] / 2**20:.1f} MiB): {result['answered']} answered, "
+         f"{result['refused']} refused"),
+        (f"server RSS before: {result['rss_before_mib']:.0f} MiB; peak during ({result['peak_from']}): "
+         f"{result['peak_mib']:.0f} MiB (+{result['growth_mib']:.0f} MiB)"),
     ])
 
 
