@@ -35,6 +35,8 @@ logger = logging.getLogger(__name__)
 
 MODES = ("image", "text", "hybrid")
 MAX_K = 100
+#: Hybrid queries whose thumbnails can be encoded at once (the app serves 4 queries at a time).
+HYBRID_WORKERS = 16
 
 
 @dataclass(frozen=True)
@@ -80,8 +82,9 @@ class Recommender:
         self.search = search if search is not None else read_search_config(self.manifest)
         for index in (image_index, text_index):
             apply_search_config(index, self.search)
-        #: Encodes a hybrid query's thumbnail while the calling thread encodes its title.
-        self._image_encoding = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encode-thumbnail")
+        #: Encodes a hybrid query's thumbnail while the calling thread encodes its title: a worker per
+        #: concurrent hybrid query, so none waits for another's thumbnail (idle workers cost nothing).
+        self._image_encoding = ThreadPoolExecutor(max_workers=HYBRID_WORKERS, thread_name_prefix="encode-thumbnail")
 
     @classmethod
     def load(cls, source: str | Path = DEFAULT_BUNDLE_DIR, revision: str | None = None,

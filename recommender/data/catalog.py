@@ -166,6 +166,7 @@ class Catalog:
         self._lower_titles = [title.casefold() for title in self.titles]
         is_digest = checksum is not None and re.fullmatch(r"[0-9a-f]{64}", checksum) is not None  # a folder name
         self._thumbnails = ThumbnailFolder(checksum if is_digest else uuid.uuid4().hex)
+        self._thumbnail_paths: dict[int, Path] = {}  # rows written already: no table read to find their file
 
     @classmethod
     def load(cls, path: Path, checksum: str | None = None) -> "Catalog":
@@ -207,8 +208,11 @@ class Catalog:
 
     def image_path(self, row: int) -> Path:
         """The original file of row ``row`` on disk (written once, never re-encoded), for serving."""
-        data = self.image_bytes(row)
-        return self._thumbnails.file(f"{row}{_extension(data)}", data)
+        path = self._thumbnail_paths.get(row)
+        if path is None or not path.is_file():  # not written yet, or removed by a /tmp cleaner since
+            data = self.image_bytes(row)
+            path = self._thumbnail_paths[row] = self._thumbnails.file(f"{row}{_extension(data)}", data)
+        return path
 
     def search(self, query: str, limit: int = 50) -> list[int]:
         """Rows whose title contains ``query`` (case-insensitive), in catalog order."""
