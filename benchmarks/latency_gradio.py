@@ -110,9 +110,13 @@ def serve_app(bundle: Path, text_model: str | None = None) -> Iterator[str]:
 def serve_echo() -> Iterator[str]:
     """The trivial echo app (see :func:`echo_app`) on a free loopback port."""
     port = free_port()
-    with running([sys.executable, "-m", "benchmarks.latency_gradio", "--serve-echo", str(port)],
-                 f"http://127.0.0.1:{port}/") as url:
+    with running(echo_command(port), f"http://127.0.0.1:{port}/") as url:
         yield url
+
+
+def echo_command(port: int) -> list[str]:
+    """The echo app (see :func:`echo_app`) on a loopback ``port``."""
+    return [sys.executable, "-m", "benchmarks.latency_gradio", "--serve-echo", str(port)]
 
 
 def echo_app():
