@@ -217,7 +217,7 @@ def suite_section(bundle: Path, text_model: str | None, results, callers: int, p
             f"interleaved rounds (spread {result['ratio_min']:.3f}-{result['ratio_max']:.3f}); errors "
             f"{result['app_errors']}, differing from sequential {result['differ']}")
     cpu = result["cpu_ms_per_request"]
-    results.add(Row("throughput", "requests/s: app / echo app", result["ratio_median"], None, "", note),
+    results.add(Row("throughput", "requests/s: app / echo app", f"{result['ratio_median']:.3f}", None, "", note),
                 Row("throughput", "requests/s", result["app_rps"], result["echo_rps"], "", "app vs echo app, medians"),
                 Row("throughput", "server CPU per request", cpu["app"], cpu["echo"], "ms",
                     "app vs echo app, medians", "lower"),
