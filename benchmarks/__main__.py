@@ -1,7 +1,8 @@
 """``python -m benchmarks --data PATH``: the benchmark suite, ours next to the original design, one table.
 
 Sections (``--only`` / ``--skip``, comma-separated): build, quality, encoder, latency, gradio,
-serving, index. ``build`` trains both bundles from ``--data`` (slow); without it the bundles
+serving, throughput, index. ``throughput`` sends ``--callers`` concurrent clients x ``--requests``
+mixed requests to the app and to an echo app with the same endpoints, in interleaved rounds. ``build`` trains both bundles from ``--data`` (slow); without it the bundles
 come from ``--bundle`` / ``--baseline-bundle`` or a previous run's ``--work`` folder.
 Medians of repeated runs; nothing here is a pass/fail test.
 """
@@ -20,7 +21,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-SECTIONS = ("build", "quality", "encoder", "latency", "gradio", "serving", "index")
+SECTIONS = ("build", "quality", "encoder", "latency", "gradio", "serving", "throughput", "index")
 
 
 def default_text_model() -> str | None:
@@ -64,6 +65,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--index-keys", help="extra FAISS factory strings to compare, e.g. 'IVF1024,Flat'")
     parser.add_argument("--sigma", type=float, default=0.5, help="noise scale of synthetic vectors (default: 0.5)")
     parser.add_argument("--no-app", action="store_true", help="serving: skip starting app.py")
+    parser.add_argument("--callers", type=int, default=8, help="throughput: concurrent clients (default: 8)")
+    parser.add_argument("--requests", type=int, default=25, help="throughput: requests per client (default: 25)")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="throughput: interleaved rounds against the app and the echo app (default: 5)")
     parser.add_argument("--output", type=Path, help="write the tables (Markdown) here; JSON beside it")
     return parser.parse_args(argv)
 
@@ -156,6 +161,10 @@ def main(argv: list[str] | None = None) -> int:
 
         serving.run(pair.ours, pair.baseline, args.text_model, results, with_app=not args.no_app or gradio_probe,
                     while_running=gradio_probe, with_library="serving" in sections)
+    if "throughput" in sections:
+        from .load_test import suite_section
+
+        suite_section(pair.ours, args.text_model, results, args.callers, args.requests, args.rounds)
     if "index" in sections:
         from . import index_scaling
 

@@ -47,16 +47,23 @@ def environment() -> dict:
 
 
 @contextmanager
-def running(command: list[str], url: str, timeout: float = 600.0) -> Iterator[str]:
-    """Run a server process until the block ends; yields ``url`` once the app there answers ``/info`` as ready."""
+def started(command: list[str], url: str, timeout: float = 600.0) -> Iterator[subprocess.Popen]:
+    """Run a server process until the block ends; yields it once the app at ``url`` answers ``/info`` as ready."""
     log = tempfile.TemporaryFile("w+")
     process = subprocess.Popen(command, cwd=ROOT, env=environment(), stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_until_ready(url, process, log, timeout)
-        yield url
+        yield process
     finally:
         stop_process(process)
         log.close()
+
+
+@contextmanager
+def running(command: list[str], url: str, timeout: float = 600.0) -> Iterator[str]:
+    """:func:`started`, yielding the server's ``url``."""
+    with started(command, url, timeout):
+        yield url
 
 
 def wait_until_ready(url: str, process: subprocess.Popen, log, timeout: float) -> None:
@@ -85,14 +92,17 @@ def wait_until_ready(url: str, process: subprocess.Popen, log, timeout: float) -
     raise TimeoutError(f"{url} was not ready after {timeout:.0f} s")
 
 
+def app_command(bundle: Path, text_model: str | None, port: int) -> list[str]:
+    """``python app.py`` serving ``bundle`` on a loopback ``port``."""
+    command = [sys.executable, "app.py", "--bundle", str(bundle), "--host", "127.0.0.1", "--port", str(port)]
+    return command + ["--text-model", text_model] if text_model else command
+
+
 @contextmanager
 def serve_app(bundle: Path, text_model: str | None = None) -> Iterator[str]:
     """``python app.py`` on a free loopback port, for as long as the block runs."""
     port = free_port()
-    command = [sys.executable, "app.py", "--bundle", str(bundle), "--host", "127.0.0.1", "--port", str(port)]
-    if text_model:
-        command += ["--text-model", text_model]
-    with running(command, f"http://127.0.0.1:{port}/") as url:
+    with running(app_command(bundle, text_model, port), f"http://127.0.0.1:{port}/") as url:
         yield url
 
 
@@ -100,21 +110,78 @@ def serve_app(bundle: Path, text_model: str | None = None) -> Iterator[str]:
 def serve_echo() -> Iterator[str]:
     """The trivial echo app (see :func:`echo_app`) on a free loopback port."""
     port = free_port()
-    with running([sys.executable, "-m", "benchmarks.latency_gradio", "--serve-echo", str(port)],
-                 f"http://127.0.0.1:{port}/") as url:
+    with running(echo_command(port), f"http://127.0.0.1:{port}/") as url:
         yield url
 
 
+def echo_command(port: int) -> list[str]:
+    """The echo app (see :func:`echo_app`) on a loopback ``port``."""
+    return [sys.executable, "-m", "benchmarks.latency_gradio", "--serve-echo", str(port)]
+
+
 def echo_app():
-    """Gradio's floor: a text echo, and an image upload answered with its file name (no decoding)."""
+    """Gradio's floor: a text echo, and an image upload answered with its file name (no decoding);
+    and ``/recommend`` / ``/recommend_item`` with the app's inputs, outputs, queue and limits, answering
+    ``k`` fixed thumbnails (served in place, like the catalog's) and a JSON of the app's shape without
+    recommending anything. The load test sends both apps the same requests."""
     import gradio as gr
 
+    from recommender.engine import MAX_K
+    from recommender.serving.ui import DEFAULT_CONCURRENCY
+
+    thumbnails = echo_thumbnails(MAX_K)
+    gr.set_static_paths([thumbnails[0].parent])
+
+    def answer(query: dict, mode: str, k: float, alpha: float | None, fusion: str) -> tuple[list, dict]:
+        k = int(k)
+        results = [{"rank": rank, "item_id": f"echo{rank}", "title": f"Echo {rank}", "score": 1.0 / rank,
+                    "image_score": None, "text_score": None, "metadata": {"channel": "echo"}}
+                   for rank in range(1, k + 1)]
+        gallery = [(str(path), f"{rank}. Echo {rank} · {1.0 / rank:.3f}") for rank, path in
+                   zip(range(1, k + 1), thumbnails, strict=False)]
+        return gallery, {"query": query, "requested_mode": mode, "mode": mode, "alpha": alpha, "fusion": fusion,
+                         "notes": [], "results": results}
+
+    def recommend(image=None, title=None, mode="hybrid", k=8, alpha=None, fusion="weighted"):
+        name = Path(image["path"]).name if isinstance(image, dict) and image.get("path") else None
+        return answer({"type": "upload", "title": title, "image": name}, mode, k, alpha, fusion)
+
+    def recommend_item(item_id, mode="hybrid", k=8, alpha=None, fusion="weighted"):
+        return answer({"type": "item", "item_id": item_id}, mode, k, alpha, fusion)
+
+    engine = {"concurrency_limit": DEFAULT_CONCURRENCY, "concurrency_id": "engine"}
     with gr.Blocks() as demo:
         text, image, out = gr.Textbox(), gr.Image(type="filepath"), gr.Textbox()
         gr.Button("echo").click(lambda value: value, text, out, api_name="echo")
         gr.Button("echo upload").click(lambda payload: Path(payload["path"]).name, image, out,
                                        api_name="echo_upload", preprocess=False)
+        mode, k = gr.Radio(["image", "text", "hybrid"], value="hybrid"), gr.Slider(1, MAX_K, value=8, step=1)
+        alpha, fusion = gr.Slider(0, 1, value=0.5), gr.Radio(["weighted", "rrf"], value="weighted")
+        item_id, gallery, data = gr.Textbox(), gr.Gallery(), gr.JSON()
+        settings = [mode, k, alpha, fusion]
+        gr.Button("recommend").click(recommend, [image, text, *settings], [gallery, data], api_name="recommend",
+                                     preprocess=False, **engine)
+        gr.Button("recommend item").click(recommend_item, [item_id, *settings], [gallery, data],
+                                          api_name="recommend_item", preprocess=False, **engine)
+    demo.queue(default_concurrency_limit=DEFAULT_CONCURRENCY, max_size=64)
     return demo
+
+
+def echo_thumbnails(count: int) -> list[Path]:
+    """``count`` small JPEG thumbnails in a private folder, removed at exit."""
+    import atexit
+    import shutil
+
+    from PIL import Image
+
+    folder = Path(tempfile.mkdtemp(prefix="echo-thumbnails-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    paths = []
+    for index in range(count):
+        path = folder / f"{index}.jpg"
+        Image.new("RGB", (480, 360), (index * 37 % 256, index * 91 % 256, 128)).save(path, "JPEG")
+        paths.append(path)
+    return paths
 
 
 def build_bundle_from(data: Path, text_model: str, output: Path, epochs: int, limit: int | None) -> Path:
@@ -247,7 +314,10 @@ def app_from(args: argparse.Namespace) -> Iterator[str]:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.serve_echo:
-        echo_app().launch(server_name="127.0.0.1", server_port=args.serve_echo, quiet=True)
+        from recommender.serving.ui import MAX_UPLOAD_BYTES
+
+        echo_app().launch(server_name="127.0.0.1", server_port=args.serve_echo, quiet=True,
+                          max_file_size=MAX_UPLOAD_BYTES)
         return
     with app_from(args) as url:
         results = measure(url, queries=args.queries, k=args.k, download=args.download)

@@ -6,11 +6,14 @@ between requests. Exits non-zero otherwise.
 
     python -m benchmarks.load_test --bundle /tmp/realbundle --text-model PATH      # 8 callers x 25 requests
     python -m benchmarks.load_test --url http://127.0.0.1:7860/ --callers 16
+    python -m benchmarks.load_test --bundle ... --echo-rounds 5      # and requests/s against the echo app
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
 import tempfile
 import threading
@@ -18,6 +21,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from .common import percentiles
 from .latency_gradio import Query, add_app_arguments, app_from, sample_queries
@@ -131,26 +136,123 @@ def report(outcomes: list[Outcome], references: dict[Request, dict], wall: float
     return ok
 
 
+def references_for(url: str, requests: list[list[Request]], k: int) -> dict[Request, dict]:
+    """Every distinct request sent alone, one after another: the answers concurrency must reproduce."""
+    from gradio_client import Client
+
+    alone = Client(url, verbose=False, download_files=False)
+    distinct = {request for mine in requests for request in mine}
+    print(f"Sending {len(distinct)} distinct requests alone for reference...", flush=True)
+    return {request: call(alone, request, k) for request in distinct}
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux ``/proc``), all its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def against_echo(app_url: str, echo_url: str, requests: list[list[Request]], references: dict[Request, dict],
+                 k: int, rounds: int, pids: dict[str, int] | None = None) -> dict:
+    """Requests per second of the app and of the echo app (same endpoints, inputs and outputs, no
+    recommending), the same concurrent requests in alternating order, ``rounds`` times each.
+
+    The ratio of each round compares two runs seconds apart, so a machine shared with other work
+    moves both; the median over rounds and the spread are reported. Every app answer is checked
+    against ``references``. With the servers' ``pids``, also the CPU time each server and the
+    clients (this process) spent per request: where the difference goes.
+    """
+    rates: dict[str, list[float]] = {"app": [], "echo": []}
+    cpu_ms: dict[str, list[float]] = {"app": [], "echo": [], "app clients": [], "echo clients": []}
+    errors = {"app": 0, "echo": 0}
+    differ = 0
+    for round_ in range(rounds):
+        for name in ("app", "echo") if round_ % 2 == 0 else ("echo", "app"):
+            server_before = cpu_seconds(pids[name]) if pids else 0.0
+            clients_before = sum(os.times()[:2])
+            outcomes, wall = run_concurrently(app_url if name == "app" else echo_url, requests, k)
+            if pids:
+                cpu_ms[name].append(1000 * (cpu_seconds(pids[name]) - server_before) / len(outcomes))
+                cpu_ms[f"{name} clients"].append(1000 * (sum(os.times()[:2]) - clients_before) / len(outcomes))
+            rates[name].append(len(outcomes) / wall)
+            errors[name] += sum(outcome.error is not None for outcome in outcomes)
+            if name == "app":
+                differ += sum(same(o.answer, references[o.request]) is None for o in outcomes if o.answer)
+        print(f"round {round_ + 1}: app {rates['app'][-1]:.1f} requests/s, echo {rates['echo'][-1]:.1f} "
+              f"requests/s, ratio {rates['app'][-1] / rates['echo'][-1]:.3f}", flush=True)
+    ratios = [app / echo for app, echo in zip(rates["app"], rates["echo"], strict=True)]
+    return {"callers": len(requests), "requests": sum(map(len, requests)), "rounds": rounds,
+            "app_rps": float(np.median(rates["app"])), "echo_rps": float(np.median(rates["echo"])),
+            "ratio_median": float(np.median(ratios)), "ratio_min": min(ratios), "ratio_max": max(ratios),
+            "ratios": ratios, "app_errors": errors["app"], "echo_errors": errors["echo"], "differ": differ,
+            "cpu_ms_per_request": {name: float(np.median(values)) for name, values in cpu_ms.items() if values}}
+
+
+def echo_table(result: dict) -> str:
+    return (f"{result['callers']} callers x {result['requests'] // result['callers']} requests, {result['rounds']} "
+            f"rounds: app {result['app_rps']:.1f} requests/s, echo {result['echo_rps']:.1f} requests/s (medians); "
+            f"app / echo {result['ratio_median']:.3f} (median; rounds {result['ratio_min']:.3f}-"
+            f"{result['ratio_max']:.3f}); errors app {result['app_errors']}, echo {result['echo_errors']}; "
+            f"answers differing from sequential ones: {result['differ']}"
+            + "".join(f"\nCPU per request, {name}: {ms:.1f} ms (median)"
+                      for name, ms in result.get("cpu_ms_per_request", {}).items()))
+
+
+def suite_section(bundle: Path, text_model: str | None, results, callers: int, per_caller: int, rounds: int,
+                  k: int = 10) -> dict:
+    """``python -m benchmarks`` section ``throughput``: the app against the echo app, side by side."""
+    from .common import Row, free_port
+    from .latency_gradio import app_command, echo_command, started
+
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per HTTP request: thousands per round
+    app_port, echo_port = free_port(), free_port()
+    app_url, echo_url = f"http://127.0.0.1:{app_port}/", f"http://127.0.0.1:{echo_port}/"
+    with started(app_command(bundle, text_model, app_port), app_url) as app, \
+            started(echo_command(echo_port), echo_url) as echo, tempfile.TemporaryDirectory() as folder:
+        requests = plan(sample_queries(app_url, min(callers * per_caller, 100), Path(folder)), callers, per_caller)
+        result = against_echo(app_url, echo_url, requests, references_for(app_url, requests, k), k, rounds,
+                              {"app": app.pid, "echo": echo.pid})
+    print(echo_table(result))
+    note = (f"{callers} concurrent gradio_client callers x {per_caller} mixed requests, median of {rounds} "
+            f"interleaved rounds (spread {result['ratio_min']:.3f}-{result['ratio_max']:.3f}); errors "
+            f"{result['app_errors']}, differing from sequential {result['differ']}")
+    cpu = result["cpu_ms_per_request"]
+    results.add(Row("throughput", "requests/s: app / echo app", f"{result['ratio_median']:.3f}", None, "", note),
+                Row("throughput", "requests/s", result["app_rps"], result["echo_rps"], "", "app vs echo app, medians"),
+                Row("throughput", "server CPU per request", cpu["app"], cpu["echo"], "ms",
+                    "app vs echo app, medians", "lower"),
+                Row("throughput", "client CPU per request", cpu["app clients"], cpu["echo clients"], "ms",
+                    "gradio_client callers (the benchmark's process), app vs echo app", "lower"))
+    results.raw["throughput"] = result
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_app_arguments(parser)
     parser.add_argument("--callers", type=int, default=8, help="concurrent clients (default: %(default)s)")
     parser.add_argument("--requests", type=int, default=25, help="requests per caller (default: %(default)s)")
     parser.add_argument("-k", type=int, default=10, help="recommendations per request (default: %(default)s)")
+    parser.add_argument("--echo-rounds", type=int, default=0,
+                        help="also send the same load to the echo app, this many interleaved rounds each, and "
+                             "report the ratio of requests per second (default: no echo)")
     args = parser.parse_args(argv)
 
-    from gradio_client import Client
+    from .latency_gradio import serve_echo
 
     with app_from(args) as url, tempfile.TemporaryDirectory() as folder:
         queries = sample_queries(url, min(args.callers * args.requests, 100), Path(folder))
         requests = plan(queries, args.callers, args.requests)
-        alone = Client(url, verbose=False, download_files=False)
-        distinct = {request for mine in requests for request in mine}
-        print(f"Sending {len(distinct)} distinct requests alone for reference...", flush=True)
-        references = {request: call(alone, request, args.k) for request in distinct}
+        references = references_for(url, requests, args.k)
         print(f"Now {args.callers} callers x {args.requests} requests at once...\n", flush=True)
         outcomes, wall = run_concurrently(url, requests, args.k)
-    return 0 if report(outcomes, references, wall, args.callers) else 1
+        ok = report(outcomes, references, wall, args.callers)
+        if args.echo_rounds:
+            with serve_echo() as echo_url:
+                result = against_echo(url, echo_url, requests, references, args.k, args.echo_rounds)
+            print(echo_table(result))
+            ok &= not result["app_errors"] and not result["differ"]
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

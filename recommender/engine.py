@@ -24,7 +24,7 @@ from .data.catalog import Catalog
 from .data.images import ImageInput
 from .encoders.thumbnails import ThumbnailEncoder
 from .encoders.title_head import TitleHead
-from .encoders.titles import TitleEncoder, clean_title
+from .encoders.titles import TitleEncoder, clean_title, default_prefix
 from .errors import BundleError, InvalidQueryError
 from .results import Recommendation, Recommendations
 from .search.config import FUSION_METHODS, SearchConfig
@@ -35,6 +35,8 @@ logger = logging.getLogger(__name__)
 
 MODES = ("image", "text", "hybrid")
 MAX_K = 100
+#: Hybrid queries whose thumbnails can be encoded at once (the app serves 4 queries at a time).
+HYBRID_WORKERS = 16
 
 
 @dataclass(frozen=True)
@@ -80,8 +82,9 @@ class Recommender:
         self.search = search if search is not None else read_search_config(self.manifest)
         for index in (image_index, text_index):
             apply_search_config(index, self.search)
-        #: Encodes a hybrid query's thumbnail while the calling thread encodes its title.
-        self._image_encoding = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encode-thumbnail")
+        #: Encodes a hybrid query's thumbnail while the calling thread encodes its title: a worker per
+        #: concurrent hybrid query, so none waits for another's thumbnail (idle workers cost nothing).
+        self._image_encoding = ThreadPoolExecutor(max_workers=HYBRID_WORKERS, thread_name_prefix="encode-thumbnail")
 
     @classmethod
     def load(cls, source: str | Path = DEFAULT_BUNDLE_DIR, revision: str | None = None,
@@ -90,7 +93,7 @@ class Recommender:
         """Load a bundle from a local folder or a Hub repo id (+ ``revision``).
 
         ``text_model`` overrides the manifest's model (e.g. a local copy for offline use); it
-        must produce vectors of the bundle's dimension. ``search`` replaces the manifest's
+        must produce vectors of the bundle's dimension, and titles keep the manifest's prefix. ``search`` replaces the manifest's
         :class:`SearchConfig`, or (a mapping) changes some of its fields, e.g. ``{"hnsw_ef_search": 256}``.
         """
         folder = resolve_bundle(source, revision)
@@ -100,7 +103,7 @@ class Recommender:
             search_config = search
         elif search:
             search_config = search_config.replace(**search)  # TypeError / ValueError name the bad setting
-        catalog = Catalog.load(folder / FILES["catalog"])
+        catalog = Catalog.load(folder / FILES["catalog"], checksum=manifest.get("files", {}).get(FILES["catalog"]))
         count = len(catalog)
         if manifest.get("count") not in (None, count):
             raise BundleError(f"{folder / FILES['catalog']} has {count} items but {folder / 'manifest.json'} "
@@ -113,9 +116,12 @@ class Recommender:
         if not model:
             raise BundleError(f"{folder / 'manifest.json'} names no text model; pass text_model=.")
         same_model = text_model is None or text_model == text_info.get("name")
+        # The catalog's title vectors were made with the manifest's prefix: queries need it too,
+        # whatever the override's folder is called (every build records it; without one, the build's rule).
+        prefix = text_info["prefix"] if "prefix" in text_info else default_prefix(text_info.get("name", ""))
         try:
             title_encoder = TitleEncoder(model, revision=text_info.get("revision") if same_model else None,
-                                         prefix=text_info.get("prefix") if same_model else None)
+                                         prefix=prefix)
         except OSError as error:  # missing path, unknown or unreachable Hub model
             named_by = "given as text_model" if text_model else f"named in {folder / 'manifest.json'}"
             raise BundleError(f"Text model {model!r} ({named_by}) cannot be loaded: {error}. Pass text_model= "
@@ -195,7 +201,17 @@ class Recommender:
             rows, scores = self._hybrid_candidates(query, k, alpha, fusion)
         else:
             rows, scores = self._single_mode(query, mode, k)
+        if not len(rows):
+            notes.append(self._nothing_found(query))
         return Recommendations(self._describe(rows, scores, query), mode, notes, rows)
+
+    def _nothing_found(self, query: _Query) -> str:
+        """Why a query has no results: in practice, a catalog with nothing but the queried item."""
+        count = len(self.catalog)
+        if query.exclude_row is not None:
+            return (f"No recommendations: the catalog has {count} item{'s' if count != 1 else ''} and an item "
+                    "never recommends itself.")
+        return "No recommendations: no catalog item was found for this query."
 
     def _check_parameters(self, mode: str, k: object, alpha: object,
                           fusion: str | None) -> tuple[str, int, float, str]:

@@ -7,8 +7,11 @@ promises a clear message for; after each bad input the server must still answer.
 from __future__ import annotations
 
 import io
+import json
+import logging
 import os
 import re
+import shutil
 import socket
 import struct
 import subprocess
@@ -27,15 +30,22 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 from recommender import Recommender
-from recommender.serving.endpoints import CATALOG_PAGE, Endpoints
+from recommender.serving.endpoints import CATALOG_PAGE, UPLOAD_AGAIN, Endpoints
 from recommender.serving.startup import (
     ENV_BUNDLE,
     ENV_REVISION,
     BundlePlan,
+    NotReadyError,
     Startup,
     plan_bundle,
 )
-from recommender.serving.ui import MAX_UPLOAD_BYTES, create_app, launch, render_details
+from recommender.serving.ui import (
+    MAX_UPLOAD_BYTES,
+    banner_text,
+    create_app,
+    launch,
+    render_details,
+)
 
 from .conftest import HubCache
 from .synthetic import CHANNELS, jpeg_bytes, thumbnail
@@ -299,6 +309,61 @@ def test_uploads_over_the_cap_are_refused(client: Client, url: str, images: dict
     assert_still_serving(client)
 
 
+
+# -- the image input names a file: only an uploaded one may be opened -----------------------------------
+def raw_recommend(url: str, image: object, mode: str = "image") -> tuple[str, object]:
+    """``/recommend`` called as any HTTP client can, without gradio_client (which always uploads first):
+    the event's kind (``complete`` or ``error``) and its data."""
+    base = url.rstrip("/")
+    sent = httpx.post(f"{base}/gradio_api/call/recommend",
+                      json={"data": [image, "paper plane" if mode == "hybrid" else "", mode, 3, 0.5, "weighted"]},
+                      timeout=60)
+    sent.raise_for_status()
+    stream = httpx.get(f"{base}/gradio_api/call/recommend/{sent.json()['event_id']}", timeout=120).text
+    events = re.findall(r"^event: (\w+)\ndata: (.*)$", stream, flags=re.MULTILINE)
+    kind, data = next((kind, data) for kind, data in events if kind in ("complete", "error"))
+    return kind, json.loads(data)
+
+
+def upload(url: str, path: Path) -> str:
+    with open(path, "rb") as handle:
+        response = httpx.post(f"{url.rstrip('/')}/gradio_api/upload", files={"files": handle}, timeout=60)
+    response.raise_for_status()
+    return response.json()[0]
+
+
+def test_recommend_opens_only_uploaded_files(url: str, recommender: Recommender, images: dict[str, Path],
+                                             tmp_path: Path) -> None:
+    """A raw call can put any path in the image's FileData. Files elsewhere on the server (an image,
+    text, a large file, a missing one, a catalog thumbnail, a way out of the upload folder by ".."
+    or by a symlink) all get one answer, which says nothing about them."""
+    import gradio
+
+    elsewhere = tmp_path / "server-files"
+    elsewhere.mkdir()
+    shutil.copy(images["good.jpg"], elsewhere / "photo.jpg")
+    (elsewhere / "secret.txt").write_text("not for visitors")
+    with open(elsewhere / "large.bin", "wb") as handle:
+        handle.truncate(64 * 2**20)  # a size the old answer reported in MiB
+    uploaded = Path(upload(url, images["good.jpg"]))
+    escape = uploaded.parent / f"escape-{os.getpid()}-{time.monotonic_ns()}.jpg"
+    escape.symlink_to(elsewhere / "photo.jpg")
+    dot_dot = Path(uploaded.parent, *[".."] * (len(uploaded.parent.parts) - 1), *elsewhere.parts[1:], "photo.jpg")
+    package_png = next(Path(gradio.__file__).parent.rglob("*.png"))  # an image in site-packages
+    probes = [elsewhere / "photo.jpg", elsewhere / "secret.txt", elsewhere / "large.bin", elsewhere / "missing.jpg",
+              "/etc/hostname", "/nonexistent/x.jpg", package_png, recommender.catalog.image_path(2), dot_dot, escape, ""]
+    try:
+        for probe in probes:
+            for mode in ("image", "hybrid"):
+                kind, data = raw_recommend(url, {"path": str(probe)}, mode)
+                assert kind == "error" and data["error"] == UPLOAD_AGAIN, (probe, mode, str(data)[:300])
+    finally:
+        escape.unlink()
+    kind, data = raw_recommend(url, {"path": str(uploaded)})  # the upload itself is fine, with or without meta
+    assert kind == "complete" and len(data[1]["results"]) == 3
+    kind, data = raw_recommend(url, {"path": str(uploaded), "meta": {"_type": "gradio.FileData"}}, "hybrid")
+    assert kind == "complete" and data[1]["mode"] == "hybrid"
+
 # -- startup ----------------------------------------------------------------------------------------
 def test_startup_order(tmp_path: Path) -> None:
     default = tmp_path / "bundle"
@@ -340,6 +405,29 @@ def test_endpoints_say_when_still_starting_or_failed(tmp_path: Path) -> None:
         Endpoints(failed).search_catalog("paper")
 
 
+def test_visitors_see_names_not_server_paths(tmp_path: Path, recommender: Recommender, bundle_dir: Path,
+                                             text_model: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """/info, the banner and "Startup failed" name bundles and models by Hub id or folder name;
+    the server log keeps the full paths."""
+    missing = tmp_path / "srv" / "bundles" / "v3"
+    failed = Startup(BundlePlan(str(missing), None, "--bundle"))
+    with caplog.at_level(logging.ERROR, logger="recommender.serving.startup"), pytest.raises(NotReadyError):
+        failed.start().wait(timeout=60)
+    assert str(missing) in caplog.text
+    api = Endpoints(failed)
+    with pytest.raises(gr.Error) as refused:
+        api.search_catalog("paper")
+    shown = [json.dumps(api.info()), banner_text(api), str(refused.value)]
+    assert all(str(tmp_path) not in text for text in shown), shown
+    assert api.info()["bundle"] == "v3 (--bundle)"
+    assert api.info()["status"] == "Startup failed: Bundle v3 is neither a local folder nor a Hub repo id (owner/name)."
+
+    ready = Endpoints(Startup.loaded(recommender, description=str(bundle_dir)))
+    info = ready.info()
+    assert str(bundle_dir.parent) not in json.dumps(info) + banner_text(ready)
+    assert (info["bundle"], info["text_model"]) == (f"{bundle_dir.name} (in-process)", text_model.name)
+    assert f"`{text_model.name}`" in banner_text(ready)
+
 def test_builds_a_bundle_when_there_is_none(tmp_path: Path, catalog_parquet: Path, text_model: Path) -> None:
     from train.trainer import TrainingConfig
 
@@ -351,7 +439,7 @@ def test_builds_a_bundle_when_there_is_none(tmp_path: Path, catalog_parquet: Pat
     startup = Startup(plan, text_model=str(text_model), build_options=options, onnx_titles=False).start()
     recommender = startup.wait(timeout=300)
     assert (tmp_path / "bundle" / "manifest.json").is_file() and len(recommender.catalog) == 32
-    assert Endpoints(startup).info()["bundle"].startswith(f"building {tmp_path / 'bundle'}")
+    assert Endpoints(startup).info()["bundle"].startswith(f"building bundle from {catalog_parquet.name} (")
 
 
 def test_python_app_py_serves_a_local_bundle_offline(bundle_dir: Path, text_model: Path) -> None:
@@ -366,7 +454,7 @@ def test_python_app_py_serves_a_local_bundle_offline(bundle_dir: Path, text_mode
         assert first_line.strip() == f"Bundle: {bundle_dir} (--bundle)"
         client = wait_for_client(f"http://127.0.0.1:{port}/", process)
         info = wait_until_ready(client)
-        assert info["items"] == 32 and info["bundle"] == f"{bundle_dir} (--bundle)"
+        assert info["items"] == 32 and info["bundle"] == f"{bundle_dir.name} (--bundle)"  # the log has the path
         parameters = client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/recommend"]
         alpha = next(p for p in parameters["parameters"] if p["parameter_name"] == "alpha")
         assert alpha["parameter_default"] == info["default_alpha"]  # though the app loaded in the background

@@ -22,6 +22,7 @@ from recommender.data.bundle import (
     write_manifest,
 )
 from recommender.encoders.autoencoder import EncoderConfig
+from recommender.encoders.titles import TitleEncoder, default_prefix
 from recommender.search.config import SearchConfig
 from recommender.search.index import build_index, save_index
 
@@ -224,6 +225,33 @@ def test_text_model_that_cannot_be_loaded(broken: Path, tmp_path: Path) -> None:
     with pytest.raises(BundleError, match=r"no-such-model.*manifest.json"):
         Recommender.load(broken)
 
+
+
+@pytest.mark.parametrize(("recorded", "copy_name"), [("query: ", "local-copy"), ("", "multilingual-e5-copy")])
+def test_an_overriding_text_model_keeps_the_manifests_prefix(tmp_path: Path, bundle_dir: Path, text_model: Path,
+                                                             recorded: str, copy_name: str) -> None:
+    """--text-model points at a local copy: the folder's name must not decide the prefix (a copy of
+    multilingual-e5 in ./local-copy still needs "query: "; any path with "e5" in it must not get it)."""
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundle_dir, copy)
+    manifest = json.loads((copy / MANIFEST).read_text())
+    manifest["text_model"]["prefix"] = recorded
+    (copy / MANIFEST).write_text(json.dumps(manifest))
+    local_model = shutil.copytree(text_model, tmp_path / copy_name)
+    loaded = Recommender.load(copy, text_model=str(local_model))
+    assert loaded.title_encoder.prefix == recorded
+    title = "paper plane tutorial"
+    bare = TitleEncoder(str(local_model), prefix="")
+    np.testing.assert_allclose(loaded.encode_title(title)[0], bare.encode([recorded + title])[0], atol=1e-5)
+
+
+def test_only_a_hub_id_gets_a_guessed_prefix_at_build(tmp_path: Path) -> None:
+    assert default_prefix("intfloat/multilingual-e5-base") == "query: "
+    assert default_prefix("sentence-transformers/all-MiniLM-L6-v2") == ""
+    local = tmp_path / "models" / "e5-base"
+    local.mkdir(parents=True)
+    assert default_prefix(str(local)) == ""  # a folder's name proves nothing: pass --text-prefix
+    assert default_prefix("/srv/models/some-e5-like-name") == ""
 
 # ---- the Hub: snapshot_download against a pre-populated cache, networking off ----------------------------
 

@@ -178,3 +178,38 @@ def test_build_errors(tmp_path: Path, bundle_dir: Path, catalog_parquet: Path, t
                        "--limit", "0", *common]) == 2
     assert "error: No usable rows" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []  # a failed build leaves nothing behind, not even its staging folder
+
+
+def test_overwrite_replaces_a_bundle_and_nothing_else(tmp_path: Path, bundle_dir: Path, catalog_parquet: Path,
+                                                       text_model: Path, capsys: pytest.CaptureFixture) -> None:
+    """--overwrite deletes the folder --output names (and <output>.old): only ever a bundle's."""
+    import shutil
+
+    from recommender.data.bundle import FILES
+
+    def build(output: Path) -> int:
+        return train_main(["build", "--dataset", str(catalog_parquet), "--output", str(output), "--overwrite",
+                           "--text-model", str(text_model), "--no-title-head",
+                           "--encoder-weights", str(bundle_dir / FILES["encoder_weights"])])
+
+    home = tmp_path / "home"
+    (home / "Documents").mkdir(parents=True)
+    (home / "notes.txt").write_text("precious")
+    assert build(home) == 2
+    assert f"error: {home} is not a bundle folder" in capsys.readouterr().err
+    assert (home / "notes.txt").read_text() == "precious" and (home / "Documents").is_dir()
+
+    bundle = Path(shutil.copytree(bundle_dir, tmp_path / "bundle"))
+    beside = tmp_path / "bundle.old"  # where the previous bundle waits during the swap
+    beside.mkdir()
+    (beside / "thesis.tex").write_text("precious")
+    assert build(bundle) == 2
+    assert f"error: {beside} is not a bundle folder" in capsys.readouterr().err
+    assert (beside / "thesis.tex").read_text() == "precious"
+
+    beside.joinpath("thesis.tex").unlink()
+    assert json.loads((bundle / "manifest.json").read_text())["title_head"]  # the session bundle has a head
+    (tmp_path / "empty").mkdir()
+    assert build(bundle) == 0 and build(tmp_path / "empty") == 0  # a bundle, an empty folder: replaced
+    assert json.loads((bundle / "manifest.json").read_text())["title_head"] is None  # the new build's
+    assert (tmp_path / "empty" / "manifest.json").is_file()

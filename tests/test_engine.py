@@ -234,3 +234,22 @@ def test_ids_line_up_after_skipped_rows(tmp_path: Path, bundle_dir: Path, text_m
             results = recommender.recommend(image=images[position]["bytes"], title=titles[position], mode=mode, k=2)
             assert results[0].item_id == str(position) and results[0].title == titles[position]
         assert str(position) not in ids(recommender.recommend(item_id=position, mode="hybrid", k=11))
+
+
+def test_a_query_with_no_candidates_gets_an_empty_answer_and_a_note(tmp_path: Path, bundle_dir: Path,
+                                                                     text_model: Path) -> None:
+    """A one-item catalog asked by its own id has nothing else to offer: hybrid fusion over an empty
+    candidate set must give an empty result that says why, like the single modes do."""
+    from train.build import build_bundle
+
+    from .synthetic import write_catalog_parquet
+
+    source = write_catalog_parquet(tmp_path / "one.parquet", RECORDS[:1])
+    build_bundle(source, tmp_path / "bundle", text_model=str(text_model), show_progress_bar=False,
+                 encoder_weights=bundle_dir / FILES["encoder_weights"])
+    recommender = Recommender.load(tmp_path / "bundle")
+    for mode in MODES:
+        for fusion in ("weighted", "rrf"):
+            results = recommender.recommend(item_id=RECORDS[0]["video_id"], mode=mode, k=5, fusion=fusion)
+            assert list(results) == [] and results.rows.tolist() == [] and results.mode == mode
+            assert results.notes == ["No recommendations: the catalog has 1 item and an item never recommends itself."]

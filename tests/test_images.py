@@ -104,8 +104,8 @@ def test_file_path_and_bytes_decode_the_same(tmp_path: Path) -> None:
         (b"this is not an image", "not an image"),
         (b"", "empty"),
         (jpeg_bytes(thumbnail((30, 80, 200), "rectangle", seed=1))[:3000], "truncated"),
-        (png_declaring(50_000, 50_000), f"too large: the limit is {MAX_IMAGE_PIXELS // 1_000_000} megapixels"),
-        (png_declaring(8_000, 6_000), f"{MAX_IMAGE_PIXELS // 1_000_000} megapixels"),
+        (png_declaring(50_000, 50_000), f"too large: the limit is {MAX_IMAGE_PIXELS / 1e6:.1f} megapixels"),
+        (png_declaring(8_000, 6_000), f"{MAX_IMAGE_PIXELS / 1e6:.1f} megapixels"),
         (np.zeros((4, 4, 5), dtype=np.uint8), "image array"),
         (np.zeros((0, 4, 3), dtype=np.uint8), "image array"),
         (np.zeros((2, 2, 2, 3), dtype=np.uint8), "image array"),
@@ -167,3 +167,20 @@ def test_dark_thumbnails_are_left_alone() -> None:
     assert crop_letterbox(low_key).size == low_key.size
     black = Image.new("RGB", (480, 360))
     assert crop_letterbox(black).size == black.size
+
+
+def test_nothing_larger_than_a_4k_frame_is_decoded() -> None:
+    """A thumbnail never needs more: the cap keeps concurrent uploads' decoded pixels small
+    (docs/security.md measures the peak memory of 8 at once)."""
+    assert MAX_IMAGE_PIXELS == 3840 * 2160
+    frame = Image.linear_gradient("L").resize((3840, 2160)).convert("RGB")
+    assert load_image(encoded_png(frame)).size == (3840, 2160)
+    for width, height in ((3841, 2160), (4000, 3000), (5120, 2880)):  # a pixel more, a phone photo, 5K
+        with pytest.raises(InvalidQueryError, match=rf"{width}x{height} pixels; the limit is 8.3 megapixels"):
+            load_image(png_declaring(width, height))
+
+
+def encoded_png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +23,7 @@ from recommender.encoders.title_head import (
 from recommender.search.index import normalize
 
 TOPICS, PER_TOPIC, FEATURES, TITLES = 4, 50, 32, 12
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def topic_catalog(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -141,3 +146,52 @@ def test_large_catalogs_fit_on_a_sample_and_predict_in_batches(monkeypatch: pyte
         changed = titles.copy()
         changed[row] = -titles[row]
         assert np.array_equal(fit_title_head(features, changed, sample)[1], sampled) is not matters
+
+
+def test_predicting_from_many_threads_leaves_the_blas_threads_alone() -> None:
+    """The BLAS thread count of OpenBLAS is process-wide. Predictions run side by side on the app's
+    workers: one that limited it for its own duration changed it under the others, and overlapping
+    limits restored each other's in the wrong order, leaving the process on 1 thread. Serving sets
+    it once, at start; predicting never touches it. A fresh process, so no thread holds threadpoolctl's
+    control of OpenBLAS already."""
+    script = """
+import json
+import threading
+import numpy as np
+from threadpoolctl import ThreadpoolController, threadpool_limits
+from recommender.encoders.title_head import TitleHeadConfig, fit_title_head
+from tests.test_title_head import topic_catalog
+
+features, titles, _ = topic_catalog()
+head, _ = fit_title_head(features, titles, TitleHeadConfig(random_features=4096))
+blas = [lib for lib in ThreadpoolController().lib_controllers if lib.internal_api == "openblas"
+        and lib.threading_layer == "pthreads"][0]  # process-wide (an OpenMP build's count is per thread)
+setter = threading.Thread(target=threadpool_limits, kwargs={"limits": 3, "user_api": "blas"})
+setter.start()
+setter.join()  # 3 threads, and the thread that set them is gone: nobody holds the control
+seen, done = [blas.num_threads], threading.Event()
+
+def watch():
+    while not done.is_set():
+        seen.append(blas.num_threads)
+
+def predict(offset):
+    for step in range(30):
+        rows = np.arange(offset + step, offset + step + 8) % len(features)
+        head.predict(features[rows], rows)
+
+watcher = threading.Thread(target=watch)
+workers = [threading.Thread(target=predict, args=(offset,)) for offset in range(0, 80, 10)]
+watcher.start()
+for worker in workers:
+    worker.start()
+for worker in workers:
+    worker.join()
+done.set()
+watcher.join()
+print(json.dumps({"first": seen[0], "seen": sorted(set(seen)), "last": blas.num_threads}))
+"""
+    run = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert json.loads(run.stdout) == {"first": 3, "seen": [3], "last": 3}

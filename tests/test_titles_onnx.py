@@ -6,6 +6,7 @@ Each export takes about ten seconds (torch.onnx with dynamo); the module exports
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from pathlib import Path
 
@@ -67,3 +68,52 @@ def test_an_export_that_does_not_reproduce_pytorch_is_not_used(text_model: Path,
 def test_no_probe_titles_is_no_export(text_model: Path) -> None:
     encoder = TitleEncoder(str(text_model))
     assert encoder.use_onnx_runtime([]) is False and encoder.backend == "pytorch"
+
+
+def test_title_queries_while_the_export_runs_never_share_the_tokenizer(text_model: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The export runs in the first seconds after startup, beside live queries. A fast tokenizer
+    used by two threads at once raises "Already borrowed": here the live one raises exactly that
+    whenever two threads are inside it, and titles are sent from several threads until the export ends."""
+    encoder = TitleEncoder(str(text_model))
+    expected = {title: vector for title, vector in zip(TITLES, encoder.encode(TITLES), strict=True)}
+    tokenizer = encoder.model.tokenizer
+    call = type(tokenizer).__call__
+    inside = threading.Lock()
+
+    def one_thread_at_a_time(self, *args, **kwargs):
+        if self is not tokenizer:  # the export's private copy
+            return call(self, *args, **kwargs)
+        if not inside.acquire(blocking=False):
+            raise RuntimeError("Already borrowed")
+        try:
+            time.sleep(0.002)  # a longer title keeps it a little longer
+            return call(self, *args, **kwargs)
+        finally:
+            inside.release()
+
+    monkeypatch.setattr(type(tokenizer), "__call__", one_thread_at_a_time)
+    exported: list[bool] = []
+    export = threading.Thread(target=lambda: exported.append(encoder.use_onnx_runtime(TITLES[:16])))
+    failures: list[str] = []
+    answered = [0] * 4
+
+    def send_titles(caller: int) -> None:
+        step = 0
+        while export.is_alive() or step < 20:
+            title = TITLES[(caller * 7 + step) % len(TITLES)]
+            step += 1
+            try:
+                np.testing.assert_allclose(encoder.encode([title])[0], expected[title], atol=1e-5)
+                answered[caller] += 1
+            except Exception as error:  # noqa: BLE001 - every failure is reported
+                failures.append(f"{type(error).__name__}: {error}")
+
+    callers = [threading.Thread(target=send_titles, args=(caller,)) for caller in range(4)]
+    export.start()
+    for caller in callers:
+        caller.start()
+    for thread in (export, *callers):
+        thread.join()
+    assert failures == [] and exported == [True] and encoder.backend == "onnxruntime"
+    assert min(answered) >= 20

@@ -25,7 +25,8 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"Hub dataset id, parquet file/folder or image folder (default: {DEFAULT_DATASET})")
     parser.add_argument("--dataset-revision", help="Hub revision of the dataset (pin it for reproducibility)")
     parser.add_argument("--output", default="bundle", help="bundle folder to write (default: ./bundle)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing bundle folder")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing bundle folder (refused for a folder without a bundle's "
+                             "manifest.json, unless it is empty)")
     parser.add_argument("--image-column", default="image", help="image column name (default: image)")
     parser.add_argument("--title-column", default="title", help="title column name (default: title)")
     parser.add_argument("--id-column", help="id column (default: item_id, id or video_id if present, else position)")
@@ -33,7 +34,8 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--text-model", default=DEFAULT_TEXT_MODEL,
                         help=f"sentence-transformers model id or local path (default: {DEFAULT_TEXT_MODEL})")
     parser.add_argument("--text-revision", help="Hub revision of the text model")
-    parser.add_argument("--text-prefix", help="prefix added to every title (default: 'query: ' for e5 models)")
+    parser.add_argument("--text-prefix", help="prefix added to every title (default: 'query: ' for an e5 model given as a Hub id; "
+                             "a local copy of one needs it given)")
     parser.add_argument("--encoder", choices=sorted(ENCODERS), default="dae",
                         help="thumbnail encoder architecture; 'baseline' is the original design (default: dae)")
     parser.add_argument("--encoder-weights", type=Path,

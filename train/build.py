@@ -17,7 +17,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from recommender.data.bundle import FILES, OPTIONAL_FILES, read_search_config, write_manifest
+from recommender.data.bundle import (
+    FILES,
+    MANIFEST,
+    OPTIONAL_FILES,
+    read_search_config,
+    write_manifest,
+)
 from recommender.data.catalog import DEFAULT_DATASET, load_catalog
 from recommender.encoders.autoencoder import (
     EncoderConfig,
@@ -40,6 +46,8 @@ from .trainer import (
 
 logger = logging.getLogger(__name__)
 TRAINING_DIR = "training"
+#: Everything a build writes into a bundle folder (and ``train evaluate`` adds to it).
+_BUILD_OUTPUTS = {*FILES.values(), *OPTIONAL_FILES.values(), MANIFEST, TRAINING_DIR, "evaluation", "README.md"}
 
 
 def build_bundle(source: str | Path = DEFAULT_DATASET, output: str | Path = "bundle", *,
@@ -59,9 +67,11 @@ def build_bundle(source: str | Path = DEFAULT_DATASET, output: str | Path = "bun
     the manifest as the bundle's search settings.
     """
     output = Path(output)
-    if output.exists() and any(output.iterdir()) and not overwrite:
+    if output.exists() and not _is_empty_folder(output) and not overwrite:
         raise FileExistsError(f"{output} already exists; pass --overwrite to replace it.")
     staging = output.with_name(output.name + ".partial")
+    for folder in (output, staging, _previous(output)):  # every folder the build may delete
+        check_replaceable(folder)
     shutil.rmtree(staging, ignore_errors=True)
     with _removed_on_failure(staging):
         (staging / TRAINING_DIR).mkdir(parents=True)
@@ -187,10 +197,35 @@ def _field_names(config: type) -> list[str]:
     return [item.name for item in fields(config)]
 
 
+def check_replaceable(folder: Path) -> None:
+    """Refuse to delete anything but a bundle: ``folder`` may be replaced only if it does not exist,
+    is empty, holds a bundle's ``manifest.json``, or holds nothing but what a build writes (one
+    killed midway, before its manifest). ``--output ~`` must not wipe a home directory.
+
+    Raises :class:`FileExistsError` (the CLI prints it) naming the folder.
+    """
+    folder = Path(folder)
+    if not folder.exists() and not folder.is_symlink():
+        return
+    if folder.is_dir() and not folder.is_symlink() and (
+            (folder / MANIFEST).is_file() or all(entry.name in _BUILD_OUTPUTS for entry in folder.iterdir())):
+        return
+    raise FileExistsError(f"{folder} is not a bundle folder (no {MANIFEST} in it): refusing to replace it. "
+                          "Give --output a new folder, or an existing bundle's.")
+
+
+def _is_empty_folder(folder: Path) -> bool:
+    return folder.is_dir() and next(folder.iterdir(), None) is None
+
+
+def _previous(target: Path) -> Path:
+    return target.with_name(target.name + ".old")
+
+
 def replace_folder(new: Path, target: Path) -> None:
     """Put ``new`` in place of ``target`` with renames only, so a crash midway never loses both: the
     previous bundle waits in ``<target>.old`` until the new one is in place, then goes."""
-    previous = target.with_name(target.name + ".old")
+    previous = _previous(target)
     shutil.rmtree(previous, ignore_errors=True)
     if target.exists():
         target.rename(previous)

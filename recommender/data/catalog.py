@@ -8,9 +8,14 @@ access to ids, titles, metadata and images by row.
 
 from __future__ import annotations
 
-import hashlib
+import atexit
 import logging
+import os
+import re
+import shutil
 import tempfile
+import threading
+import uuid
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -145,7 +150,9 @@ def _problem(record: dict, image_column: str, title_column: str) -> str | None:
 class Catalog:
     """Serving-time view of the catalog; row ``i`` is vector ``i`` of every index."""
 
-    def __init__(self, dataset: datasets.Dataset, thumbnail_dir: Path | None = None):
+    def __init__(self, dataset: datasets.Dataset, checksum: str | None = None):
+        """``checksum`` (the bundle manifest's SHA-256 of the catalog file) names this catalog's
+        thumbnail folder; without one the folder is this object's alone."""
         missing = [c for c in RESERVED_COLUMNS if c not in dataset.column_names]
         if missing:
             raise CatalogError(f"Catalog table lacks columns {missing}.")
@@ -157,16 +164,19 @@ class Catalog:
             else [{} for _ in self.item_ids]
         self._rows = {item_id: row for row, item_id in enumerate(self.item_ids)}
         self._lower_titles = [title.casefold() for title in self.titles]
-        self._thumbnail_dir = thumbnail_dir
+        is_digest = checksum is not None and re.fullmatch(r"[0-9a-f]{64}", checksum) is not None  # a folder name
+        self._thumbnails = ThumbnailFolder(checksum if is_digest else uuid.uuid4().hex)
+        self._thumbnail_paths: dict[int, Path] = {}  # rows written already: no table read to find their file
 
     @classmethod
-    def load(cls, path: Path) -> "Catalog":
-        """Read a bundle's catalog; an unreadable file is a :class:`BundleError` that names it."""
+    def load(cls, path: Path, checksum: str | None = None) -> "Catalog":
+        """Read a bundle's catalog; an unreadable file is a :class:`BundleError` that names it.
+        ``checksum``: the manifest's checksum of the file (see :class:`Catalog`)."""
         try:
             table = datasets.Dataset.from_parquet(str(path))
         except (ValueError, OSError) as error:  # pyarrow.ArrowInvalid is a ValueError
             raise BundleError(f"Catalog file {path} cannot be read ({error}). Rebuild the bundle.") from None
-        return cls(table)
+        return cls(table, checksum)
 
     def save(self, path: Path) -> None:
         self.dataset.cast_column("image", datasets.Image()).to_parquet(str(path))
@@ -198,16 +208,10 @@ class Catalog:
 
     def image_path(self, row: int) -> Path:
         """The original file of row ``row`` on disk (written once, never re-encoded), for serving."""
-        if self._thumbnail_dir is None:
-            digest = hashlib.sha1("\n".join(self.item_ids).encode()).hexdigest()[:12]
-            self._thumbnail_dir = Path(tempfile.gettempdir()) / "video-recommender" / digest
-        self._thumbnail_dir.mkdir(parents=True, exist_ok=True)
-        data = self.image_bytes(row)
-        path = self._thumbnail_dir / f"{row}{_extension(data)}"
-        if not path.exists():
-            temporary = path.with_suffix(".part")
-            temporary.write_bytes(data)
-            temporary.replace(path)  # atomic: concurrent requests never see half a file
+        path = self._thumbnail_paths.get(row)
+        if path is None or not path.is_file():  # not written yet, or removed by a /tmp cleaner since
+            data = self.image_bytes(row)
+            path = self._thumbnail_paths[row] = self._thumbnails.file(f"{row}{_extension(data)}", data)
         return path
 
     def search(self, query: str, limit: int = 50) -> list[int]:
@@ -216,6 +220,50 @@ class Catalog:
         if not needle:
             return list(range(min(limit, len(self))))
         return [row for row, title in enumerate(self._lower_titles) if needle in title][:limit]
+
+
+class ThumbnailFolder:
+    """Catalog thumbnails as files, for Gradio to serve in place: ``<private folder>/<key>/<row>.<ext>``.
+
+    - The private folder is made once per process by :func:`tempfile.mkdtemp` (an unpredictable
+      name, mode 0700) and removed at exit: Gradio serves whatever is in it, so nobody else on the
+      machine may put files there.
+    - ``key`` is the catalog file's checksum: a rebuilt bundle with the same ids but new pictures
+      gets a folder of its own, never the old files.
+    - Each writer writes its own temporary file and renames it into place (``os.replace``, atomic):
+      concurrent first requests for a row all get the whole file.
+    """
+
+    _root: Path | None = None
+    _root_lock = threading.Lock()
+
+    def __init__(self, key: str):
+        self.key = key
+
+    @classmethod
+    def root(cls) -> Path:
+        with cls._root_lock:
+            if cls._root is None:
+                cls._root = Path(tempfile.mkdtemp(prefix="video-recommender-thumbnails-"))
+                atexit.register(shutil.rmtree, cls._root, ignore_errors=True)
+            return cls._root
+
+    def file(self, name: str, data: bytes) -> Path:
+        """``name`` in this catalog's folder, holding ``data`` (written by the first caller that needs it)."""
+        folder = self.root() / self.key
+        path = folder / name
+        if path.is_file():
+            return path
+        folder.mkdir(mode=0o700, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".part")
+        try:
+            with os.fdopen(handle, "wb") as out:
+                out.write(data)
+            os.replace(temporary, path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+        return path
 
 
 def _extension(data: bytes) -> str:

@@ -17,8 +17,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import InvalidQueryError
 
-#: Largest accepted image, in pixels (a 4K frame is 8.3 M). Larger ones are refused before decoding.
-MAX_IMAGE_PIXELS = 40_000_000
+#: Largest accepted image, in pixels: a 4K frame (8.3 M), far more than a thumbnail needs. Larger
+#: ones are refused before decoding; the cap bounds the memory of concurrent uploads (docs/security.md).
+MAX_IMAGE_PIXELS = 3840 * 2160
 #: Largest accepted encoded image, in bytes.
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
 
@@ -62,7 +63,7 @@ def _check_pixels(size: tuple[int, int]) -> None:
     width, height = size
     if width * height > MAX_IMAGE_PIXELS:
         raise InvalidQueryError(
-            f"Image is {width}x{height} pixels; the limit is {MAX_IMAGE_PIXELS / 1e6:.0f} megapixels."
+            f"Image is {width}x{height} pixels; the limit is {MAX_IMAGE_PIXELS / 1e6:.1f} megapixels (a 4K frame)."
         )
     if width < 1 or height < 1:
         raise InvalidQueryError("Image is empty.")
@@ -86,7 +87,8 @@ def _decode(data: bytes, draft: tuple[int, int] | None = None) -> Image.Image:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         # Pillow refuses far-too-large images before their size reaches _check_pixels: same message.
-        raise InvalidQueryError(f"Image is too large: the limit is {MAX_IMAGE_PIXELS / 1e6:.0f} megapixels.") from None
+        raise InvalidQueryError(f"Image is too large: the limit is {MAX_IMAGE_PIXELS / 1e6:.1f} megapixels "
+                                "(a 4K frame).") from None
     except UnidentifiedImageError:
         raise InvalidQueryError("File is not an image Pillow can read (expected JPEG, PNG, WebP, GIF, BMP...).") from None
     except (OSError, SyntaxError, ValueError) as error:

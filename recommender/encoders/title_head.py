@@ -16,15 +16,12 @@ prediction its original got, and a new picture gets a regression that never saw 
 from __future__ import annotations
 
 import math
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass
-from functools import cache
 from pathlib import Path
 
 import numpy as np
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import load_file, save_file
-from threadpoolctl import ThreadpoolController
 
 from ..errors import BundleError
 from ..search.index import normalize
@@ -65,10 +62,10 @@ class TitleHeadConfig:
 
 
 #: Items mapped to random features at a time when predicting (4096 float32 features each).
+#: BLAS threads are left as the process set them: serving sets one per query once, at start
+#: (:func:`recommender.serving.startup.use_one_thread_per_query`); a limit entered and left per
+#: call is process-wide, so calls overlapping in threads would restore each other's in the wrong order.
 PREDICT_BATCH = 8192
-#: Up to this many uploads are predicted on one BLAS thread: too little work to split, and BLAS
-#: threads spinning beside torch's slow a single upload down (docs/performance.md).
-SINGLE_THREAD_ROWS = 64
 
 
 def ridge_regression(inputs: np.ndarray, targets: np.ndarray,
@@ -92,20 +89,6 @@ def random_fourier_projection(feature_dimension: int, count: int, gamma: float,
     rng = np.random.default_rng(seed)
     projection = rng.normal(scale=math.sqrt(gamma), size=(feature_dimension, count)).astype(np.float32)
     return projection, rng.uniform(0.0, 2 * math.pi, size=count).astype(np.float32)
-
-
-@cache
-def _blas_controller() -> ThreadpoolController:
-    return ThreadpoolController()
-
-
-def _blas_threads_for(rows: int) -> AbstractContextManager:
-    """One BLAS thread for a few rows (too little work to split), the library's default for many.
-
-    The limit is process-wide while it lasts (BLAS has no per-thread setting): numpy work in other
-    threads meanwhile runs on one thread too. The app sets one BLAS thread per query anyway.
-    """
-    return _blas_controller().limit(limits=1, user_api="blas") if rows <= SINGLE_THREAD_ROWS else nullcontext()
 
 
 def random_fourier_features(features: np.ndarray, projection: np.ndarray, phase: np.ndarray) -> np.ndarray:
@@ -158,9 +141,7 @@ class TitleHead:
     def predict(self, features: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """Unit title predictions for ``features``, each by the fold of the catalog item in ``rows``."""
         predicted = np.empty((len(features), self.title_dimension), dtype=np.float32)
-        fold_of = self.folds[np.asarray(rows)]
-        with _blas_threads_for(len(features)):
-            self._predict_into(predicted, features, fold_of)
+        self._predict_into(predicted, features, self.folds[np.asarray(rows)])
         return normalize(predicted)
 
     def _predict_into(self, predicted: np.ndarray, features: np.ndarray, fold_of: np.ndarray) -> None:

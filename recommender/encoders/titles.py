@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 import logging
+import re
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -21,8 +24,15 @@ MAX_TITLE_CHARS = 1000
 
 
 def default_prefix(model_name_or_path: str) -> str:
-    """e5 models are trained with a ``query: `` prefix; symmetric title-to-title search uses it on both sides."""
-    return "query: " if "e5" in str(model_name_or_path).lower() else ""
+    """The prefix a build uses when none is given: ``query: `` for an e5 model named by its Hub id
+    (e5 models are trained with it; symmetric title-to-title search uses it on both sides), else none.
+
+    Only a Hub id says which model it is: a local folder's name proves nothing, so a local copy of
+    an e5 model needs ``--text-prefix``. Serving never guesses: it uses the manifest's prefix.
+    """
+    name = str(model_name_or_path)
+    is_hub_id = not Path(name).exists() and re.fullmatch(r"[\w.-]+/[\w.-]+", name) is not None
+    return "query: " if is_hub_id and "e5" in name.split("/")[1].lower() else ""
 
 
 def clean_title(title: object) -> str:
@@ -64,10 +74,14 @@ class TitleEncoder:
         """Run one-title queries on ONNX Runtime if the exported model reproduces PyTorch's vectors
         on ``probe_titles`` (see :mod:`~recommender.encoders.titles_onnx`); otherwise keep PyTorch and say why.
 
-        Takes seconds to a minute (the export): call it off the request path. Queries keep working meanwhile.
+        Takes seconds to a minute (the export): call it off the request path. Queries keep working
+        meanwhile: the export works on a private copy of the model, taken under the lock that queries
+        hold, so no two threads ever use the same tokenizer (a fast tokenizer raises "Already borrowed").
         """
+        with self._lock:
+            private = copy.deepcopy(self.model)
         try:
-            self._onnx = export_title_model(self.model, [self.prefix + title for title in probe_titles])
+            self._onnx = export_title_model(private, [self.prefix + title for title in probe_titles])
         except OnnxExportError as error:
             logger.warning("Title queries stay on PyTorch: the ONNX export of %s failed (%s)",
                            self.model_name_or_path, error)
@@ -87,12 +101,17 @@ class TitleEncoder:
     def _encode_one(self, text: str) -> np.ndarray:
         """A query title: on ONNX Runtime once :meth:`use_onnx_runtime` succeeded, else straight through
         the model's own modules. Either way the same vector as ``encode`` gives, without its batching
-        machinery (length sorting, chunking, re-ordering: about 10% of a PyTorch query's time)."""
+        machinery (length sorting, chunking, re-ordering: about 10% of a PyTorch query's time).
+
+        The lock covers the tokenizer and the PyTorch modules; an ONNX Runtime session is thread-safe,
+        so concurrent queries run it side by side."""
         from sentence_transformers.util import batch_to_device
 
-        with self._lock, torch.inference_mode():
+        onnx = self._onnx
+        with self._lock:
             features = self.model.preprocess([text])
-            if self._onnx is not None:
-                return self._onnx(features)
-            vector = unit_sentence_embeddings(self.model, batch_to_device(features, self.model.device))
-        return np.ascontiguousarray(vector.cpu().numpy(), dtype=np.float32)
+            if onnx is None:
+                with torch.inference_mode():
+                    vector = unit_sentence_embeddings(self.model, batch_to_device(features, self.model.device))
+                return np.ascontiguousarray(vector.cpu().numpy(), dtype=np.float32)
+        return onnx(features)

@@ -10,7 +10,6 @@ stays on PyTorch. Batches (building a bundle) always run on PyTorch.
 
 from __future__ import annotations
 
-import copy
 import logging
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -88,14 +87,18 @@ def export_title_model(model: torch.nn.Module, probe_texts: Sequence[str]) -> On
     """Export ``model`` (a SentenceTransformer) and check it against PyTorch on ``probe_texts``.
 
     Raises :class:`OnnxExportError` when the export fails or any probe's vector differs by more
-    than :data:`TOLERANCE` from the PyTorch path it replaces. The export works on a copy, so queries
-    can keep using ``model`` meanwhile.
+    than :data:`TOLERANCE` from the PyTorch path it replaces. ``model`` must be the caller's own
+    (a copy no other thread uses: its tokenizer is not thread-safe); PyTorch's vectors of the probes
+    are taken before the export touches it.
     """
     if not probe_texts:
         raise OnnxExportError("No probe titles to check the export against.")
+    probes = [model.preprocess([text]) for text in probe_texts]
+    with torch.inference_mode():
+        expected = [unit_sentence_embeddings(model, features).cpu().numpy() for features in probes]
     example = model.preprocess([max(probe_texts, key=len)])
     input_names = [name for name in MODEL_INPUTS if name in example]
-    wrapper = _UnitSentenceEmbedding(copy.deepcopy(model).cpu()).eval()
+    wrapper = _UnitSentenceEmbedding(model.cpu()).eval()
     batch, length = torch.export.Dim("batch"), torch.export.Dim("length")
     try:
         with tempfile.TemporaryDirectory(prefix="title-model-onnx-") as folder, _quiet():
@@ -109,11 +112,8 @@ def export_title_model(model: torch.nn.Module, probe_texts: Sequence[str]) -> On
         raise OnnxExportError(f"{type(error).__name__}: {error}") from error
     worst = 0.0
     try:
-        with torch.inference_mode():
-            for text in probe_texts:
-                features = model.preprocess([text])
-                expected = unit_sentence_embeddings(model, features).cpu().numpy()
-                worst = max(worst, float(np.abs(onnx_model(features) - expected).max()))
+        for features, vector in zip(probes, expected, strict=True):
+            worst = max(worst, float(np.abs(onnx_model(features) - vector).max()))
     except Exception as error:  # e.g. the session refuses an input shape the export did not foresee
         raise OnnxExportError(f"the exported model fails on a probe title: {type(error).__name__}: {error}") from error
     if worst > TOLERANCE:

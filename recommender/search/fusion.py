@@ -14,9 +14,11 @@ from .config import FUSION_METHODS, SearchConfig
 
 
 def masked_min_max(scores: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """Min-max scaling of each row over its valid entries (constant rows become zeros)."""
-    low = np.where(valid, scores, np.inf).min(axis=1, keepdims=True)
-    high = np.where(valid, scores, -np.inf).max(axis=1, keepdims=True)
+    """Min-max scaling of each row over its valid entries (constant rows become zeros).
+
+    Rows may be empty: a query whose every candidate was excluded has none."""
+    low = np.where(valid, scores, np.inf).min(axis=1, keepdims=True, initial=np.inf)
+    high = np.where(valid, scores, -np.inf).max(axis=1, keepdims=True, initial=-np.inf)
     spread = (high.astype(np.float64) - low.astype(np.float64))
     flat = ~(spread >= 1e-12)  # also catches rows with no valid entry (inf - inf = nan)
     safe_low = np.where(flat, 0.0, low).astype(np.float32)

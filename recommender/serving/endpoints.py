@@ -17,17 +17,21 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import gradio as gr
+from gradio.utils import get_upload_folder
 
 from ..encoders.titles import MAX_TITLE_CHARS
 from ..engine import Recommender
-from ..errors import RecommenderError
+from ..errors import InvalidQueryError, RecommenderError
 from ..results import Recommendations
+from .public import public_name
 from .startup import Startup
 
 logger = logging.getLogger(__name__)
 
 #: Catalog items per browse / search / shuffle page.
 CATALOG_PAGE = 24
+#: The answer to an image that is not a file uploaded to this server (see :func:`uploaded_image`).
+UPLOAD_AGAIN = "Upload the thumbnail again: this server only reads images uploaded to it."
 
 Gallery = list[tuple[str, str]]
 #: Folders already given to ``gr.set_static_paths`` (a process-wide list in Gradio).
@@ -59,13 +63,27 @@ def jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, ensure_ascii=False, default=str))
 
 
-def image_path(payload: Any) -> str | None:
-    """The uploaded file's path from an unprocessed ``gr.Image`` payload (a FileData dict) or a plain path."""
+def uploaded_image(payload: Any) -> Path | None:
+    """The file an unprocessed ``gr.Image`` payload (a FileData dict, or a bare path) names, if it is
+    one that was uploaded to this server; ``None`` for no image.
+
+    The payload comes from the client: a raw API call can name any path. Only a regular file inside
+    Gradio's upload folder (``GRADIO_TEMP_DIR``, the folder ``/gradio_api/upload`` writes to), symlinks
+    resolved, may be opened; anything else gets :data:`UPLOAD_AGAIN`, the same answer whether the path
+    exists or not, so the server's files cannot be probed, read or sized through this endpoint.
+    """
     if payload is None or payload == "":
         return None
-    if isinstance(payload, dict):
-        return payload.get("path")
-    return str(payload)
+    path = payload.get("path") if isinstance(payload, dict) else payload
+    try:
+        resolved = Path(path).resolve(strict=True)
+        uploaded = resolved.is_relative_to(Path(get_upload_folder()).resolve()) and resolved.is_file()
+    except (TypeError, ValueError, OSError, RuntimeError):  # not a path, NUL bytes, missing, a symlink loop
+        uploaded = False
+    if not uploaded:
+        logger.warning("Refused an image outside the upload folder: %r", path)
+        raise InvalidQueryError(UPLOAD_AGAIN)
+    return resolved
 
 
 def blank_to_none(text: Any) -> Any:
@@ -89,7 +107,7 @@ class Endpoints:
                   alpha: float | None = None, fusion: str = "weighted") -> tuple[Gallery, dict]:
         """Recommend from an uploaded thumbnail and/or a typed title."""
         title = blank_to_none(title)
-        path = image_path(image)
+        path = uploaded_image(image)
         results = self.recommender.recommend(image=path, title=title, mode=mode, k=k, alpha=alpha, fusion=fusion)
         query = {"type": "upload", "title": title, "image": Path(path).name if path else None}
         return self._answer(results, query, mode, alpha, fusion)
@@ -169,11 +187,14 @@ class Endpoints:
 
     # -- status ---------------------------------------------------------------------------------
     def info(self) -> dict:
-        """What is loaded (catalog size, models, index types) and where the bundle came from."""
+        """What is loaded (catalog size, models, index types) and where the bundle came from: Hub repo
+        ids, or local folders by their names (visitors never see server paths)."""
+        bundle = self.startup.plan.describe(public=True)
         if not self.startup.ready:
-            return {"ready": False, "status": self.startup.status_line(), "bundle": self.startup.plan.describe()}
-        return jsonable({"ready": True, "bundle": self.startup.plan.describe(), **self.recommender.info(),
-                         "text_backend_settled": self.startup.titles_settled})
+            return {"ready": False, "status": self.startup.status_line(), "bundle": bundle}
+        info = self.recommender.info()
+        info.update(text_model=public_name(info["text_model"]), source=public_name(info["source"]))
+        return jsonable({"ready": True, "bundle": bundle, **info, "text_backend_settled": self.startup.titles_settled})
 
     @user_errors
     def item_preview(self, item_id: str) -> tuple[str, dict]:

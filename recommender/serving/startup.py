@@ -23,6 +23,7 @@ from ..data.catalog import DEFAULT_DATASET
 from ..engine import Recommender
 from ..errors import RecommenderError
 from ..search.config import SearchConfig
+from .public import public_name, without_paths
 
 logger = logging.getLogger(__name__)
 
@@ -62,11 +63,14 @@ class BundlePlan:
     reason: str
     build_from: str | None = None  # a dataset to build ``source`` from first
 
-    def describe(self) -> str:
+    def describe(self, public: bool = False) -> str:
+        """Source, revision and reason; ``public``: with folder names instead of server paths (for visitors)."""
+        source, build_from = (public_name(self.source), public_name(self.build_from)) if public else \
+            (self.source, self.build_from)
         at = f"@{self.revision}" if self.revision else ""
         if self.build_from:
-            return f"building {self.source} from {self.build_from} ({self.reason})"
-        return f"{self.source}{at} ({self.reason})"
+            return f"building {source} from {build_from} ({self.reason})"
+        return f"{source}{at} ({self.reason})"
 
 
 def plan_bundle(bundle: str | None = None, revision: str | None = None, environ: Mapping[str, str] | None = None,
@@ -196,15 +200,16 @@ class Startup:
         return self._error is not None
 
     def status_line(self) -> str:
-        """One human line: still loading (with the current progress bar), failed, or ready."""
+        """One human line for visitors: still loading (with the current progress bar), failed, or ready.
+        Server paths in it are cut to their last part; the log has them whole."""
         if self._error is not None:
-            return f"Startup failed: {self._error}"
+            return without_paths(f"Startup failed: {self._error}")
         if self._recommender is not None:
             return "Ready."
         elapsed = time.monotonic() - self._started
         line = f"Still starting ({elapsed:.0f} s): {self._stage}."
         progress = current_progress()
-        return f"{line} {progress}" if progress else line
+        return without_paths(f"{line} {progress}" if progress else line)
 
 
 def current_progress() -> str | None:

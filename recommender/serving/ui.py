@@ -3,13 +3,13 @@
 Public events carry an ``api_name`` (see the README's API section); events that only glue the page
 together (clicks on galleries, rendering the details table, startup polling) are private.
 Recommendation events skip Gradio's preprocessing so that the engine, not Pillow inside
-Gradio, decodes uploads: bad images then get the engine's clear message.
+Gradio, decodes uploads: bad images then get the engine's clear message. The endpoint opens only
+files in Gradio's upload folder (:func:`~recommender.serving.endpoints.uploaded_image`).
 """
 
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -147,9 +147,7 @@ def banner_text(api: Endpoints) -> str:
     info = api.info()
     if not info["ready"]:
         return f"**{markdown_text(info['status'], limit=400)}**"
-    model = info["text_model"]
-    model = "/".join(Path(model).parts[-2:]) if Path(model).is_absolute() else model  # a local copy: its name
-    return (f"**{info['items']:,} videos** · titles: `{model}` ({info['text_dimension']}-d, "
+    return (f"**{info['items']:,} videos** · titles: `{info['text_model']}` ({info['text_dimension']}-d, "
             f"{info['text_index']}) · thumbnails: {info['image_encoder'].upper()}"
             f"{' + title head' if info['title_head'] else ''} ({info['image_dimension']}-d, "
             f"{info['image_index']}) · default α {info['default_alpha']:.2f} · bundle: "
