@@ -24,7 +24,13 @@ from tqdm.auto import tqdm
 from recommender.data.catalog import Catalog
 from recommender.engine import Recommender
 
-from .base import NOT_SAVED, EvaluationContext, EvaluationError, EvaluationResult, Metrics
+from .base import (
+    NOT_SAVED,
+    EvaluationContext,
+    EvaluationError,
+    EvaluationResult,
+    Metrics,
+)
 from .metrics import mean, upload_ranking_report, upload_reference_report
 from .rankings import References
 
@@ -50,7 +56,10 @@ def build_without(context: EvaluationContext, kept: np.ndarray, folder: Path, ep
                   show_progress_bar: bool = True) -> Path:
     """Build a bundle in ``folder/bundle`` of the catalog's ``kept`` rows, the way the evaluated bundle was built
     (``epochs`` overrides its recorded training epochs); returns its path."""
-    from train.build import BuildSettings, build_bundle  # the training stack, only when a bundle is built
+    from train.build import (  # the training stack, only when a bundle is built
+        BuildSettings,
+        build_bundle,
+    )
 
     source = folder / "catalog.parquet"
     Catalog(context.recommender.catalog.dataset.select(kept)).save(source)

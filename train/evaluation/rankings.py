@@ -14,9 +14,20 @@ from typing import ClassVar
 import numpy as np
 
 from recommender.engine import Recommender
-from recommender.search.ranking import Candidates, fuse_candidates, hybrid_candidates, search_excluding
+from recommender.search.ranking import (
+    Candidates,
+    fuse_candidates,
+    hybrid_candidates,
+    search_excluding,
+)
 
-from .base import NOT_SAVED, EvaluationContext, EvaluationError, EvaluationResult, Metrics
+from .base import (
+    NOT_SAVED,
+    EvaluationContext,
+    EvaluationError,
+    EvaluationResult,
+    Metrics,
+)
 from .metrics import mean, per_label_means, ranking_report, reference_report
 
 FUSIONS = ("weighted", "rrf")
