@@ -188,10 +188,8 @@ class Catalog:
         except ValueError as error:
             raise BundleError(f"The catalog parts of this bundle do not share one schema ({error}). "
                               "Rebuild the bundle.") from None
-        catalog = cls(table)
-        if tombstones is not None:
-            catalog = cls(table, removed=Tombstones.load(tombstones, catalog.item_ids))
-        return catalog
+        removed = None if tombstones is None else Tombstones.load(tombstones, list(table["item_id"]))
+        return cls(table, removed=removed)
 
     def save(self, path: Path) -> None:
         self.dataset.cast_column("image", datasets.Image()).to_parquet(str(path))

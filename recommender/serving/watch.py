@@ -104,7 +104,7 @@ class BundleWatcher:
         while not self._stop.wait(self.interval):
             try:
                 self.check()
-            except Exception:  # noqa: BLE001 - the watcher must outlive any one bad revision
+            except Exception:  # the watcher must outlive any one bad revision
                 logger.exception("Bundle watcher check failed")
 
     def check(self) -> bool:
@@ -119,7 +119,7 @@ class BundleWatcher:
         started = time.monotonic()
         try:
             recommender = self.load(key)
-        except Exception as error:  # noqa: BLE001 - reported, and the old revision keeps serving
+        except Exception as error:  # reported, and the old revision keeps serving
             self._failed = key
             status["error"] = f"revision {key[:12]} did not load: {error}"
             logger.exception("Revision %s of %s did not load; still serving %s", key[:12], self.startup.plan.source,
