@@ -8,6 +8,10 @@ and every video is asked as a query: precision@10 with the label (``channel``) a
 mode, next to a full rebuild of the whole catalog with the same settings. A second full rebuild
 with another training seed shows how much P@10 moves by chance alone. Prints a table; ``--plot``
 draws the curve. The share of items added since training is ``1 - s``.
+
+A build on part of the catalog with the same epochs also takes fewer training steps. Shares in
+``--equal-steps-shares`` are built a second way, with ``epochs / s`` epochs (as many steps as the
+full build), which separates "the encoder never saw these videos" from "it trained less".
 """
 
 from __future__ import annotations
@@ -94,6 +98,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=3, help="training epochs of every build (default: 3)")
     parser.add_argument("--shares", default="0.3,0.5,0.7,0.9",
                         help="shares of the catalog the partial builds train on (default: 0.3,0.5,0.7,0.9)")
+    parser.add_argument("--equal-steps-shares", default="",
+                        help="shares also built with epochs / share epochs, e.g. 0.5,0.75 (default: none)")
     parser.add_argument("--label", default="channel", help="relevance label column (default: channel)")
     parser.add_argument("--alpha", type=float, default=0.65, help="hybrid text weight for every bundle (default: 0.65)")
     parser.add_argument("--builds-only", action="store_true", help="build the bundles, measure nothing")
@@ -107,13 +113,15 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    shares = [float(share) for share in args.shares.split(",")]
+    partial = [(float(share), args.epochs) for share in args.shares.split(",")]
+    partial += [(float(share), round(args.epochs / float(share))) for share in args.equal_steps_shares.split(",") if share]
     work = args.work
     seconds = {"full": build(args.data, work / "full", args.text_model, args.epochs),
                "full seed 1": build(args.data, work / "full-seed1", args.text_model, args.epochs, seed=1)}
-    for share in shares:
+    for share, epochs in partial:
         base, _ = split_catalog(args.data, share, work / f"split-{share:.2f}")
-        seconds[f"base {share:.2f}"] = build(base, work / f"base-{share:.2f}", args.text_model, args.epochs)
+        seconds[_name(share, epochs, args.epochs)] = build(base, work / f"base-{_name(share, epochs, args.epochs)}",
+                                                            args.text_model, epochs)
     print(json.dumps({"build_seconds": seconds}), flush=True)
     if args.builds_only:
         return 0
@@ -124,16 +132,19 @@ def main(argv: list[str] | None = None) -> int:
                 **precision_at_10(work / "full", args.text_model, args.label, args.alpha)},
                {"bundle": "full rebuild, training seed 1", "added_share": 0.0,
                 **precision_at_10(work / "full-seed1", args.text_model, args.label, args.alpha)}]
-    for share in shares:
-        live = work / f"live-{share:.2f}"
+    for share, epochs in partial:
+        name = _name(share, epochs, args.epochs)
+        live = work / f"live-{name}"
         if not (live / "manifest.json").is_file():
             shutil.rmtree(live, ignore_errors=True)
-            shutil.copytree(work / f"base-{share:.2f}", live)
+            shutil.copytree(work / f"base-{name}", live)
             started = time.perf_counter()
             add_items(live, work / f"split-{share:.2f}" / "rest.parquet", text_model=args.text_model,
                       show_progress_bar=False)
-            seconds[f"add {share:.2f}"] = time.perf_counter() - started
-        results.append({"bundle": f"built on {share:.0%}, rest added", "added_share": round(1 - share, 4),
+            seconds[f"add {name}"] = time.perf_counter() - started
+        steps = "" if epochs == args.epochs else f" ({epochs} epochs: the full build's training steps)"
+        results.append({"bundle": f"built on {share:.0%}{steps}, rest added", "added_share": round(1 - share, 4),
+                        "equal_steps": epochs != args.epochs,
                         **precision_at_10(live, args.text_model, args.label, args.alpha)})
     full = results[0]
     print(f"| bundle | added since training | {' | '.join(f'{m} P@10' for m in MODES)} | "
@@ -149,26 +160,36 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _name(share: float, epochs: int, full_epochs: int) -> str:
+    """Folder name part of a partial build: its share, and its epochs when they differ from the full build's."""
+    return f"{share:.2f}" if epochs == full_epochs else f"{share:.2f}-{epochs}ep"
+
+
 def plot(results: list[dict], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    partial = sorted((row for row in results if row["bundle"].startswith("built on")), key=lambda r: r["added_share"])
     full, noise = results[0], results[1]
-    figure, axis = plt.subplots(figsize=(6.5, 4))
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    for equal_steps, style, how in ((False, "-o", "same epochs"), (True, "--s", "same training steps")):
+        partial = sorted((row for row in results if row.get("equal_steps") is equal_steps and "added_share" in row
+                          and row["bundle"].startswith("built on")), key=lambda r: r["added_share"])
+        if not partial:
+            continue
+        for mode, colour in zip(MODES, ("tab:blue", "tab:orange", "tab:green")):
+            shares = [0.0] + [row["added_share"] for row in partial]
+            axis.plot(shares, [full[mode]] + [row[mode] for row in partial], style, color=colour,
+                      label=f"{mode}, built on part ({how})")
     for mode, colour in zip(MODES, ("tab:blue", "tab:orange", "tab:green")):
-        shares = [0.0] + [row["added_share"] for row in partial]
-        axis.plot(shares, [full[mode]] + [row[mode] for row in partial], marker="o", color=colour,
-                  label=f"{mode}: built on part, rest added")
         axis.axhline(full[mode], color=colour, linestyle=":", linewidth=1)
         axis.plot([0.0], [noise[mode]], marker="x", color=colour, linestyle="none")
     axis.set(xlabel="share of the catalog added since training", ylabel="P@10 (label: channel)",
              title="Live catalog drift (x: full rebuild with another seed)")
     axis.xaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
     axis.grid(alpha=0.3)
-    axis.legend(fontsize=8)
+    axis.legend(fontsize=7)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
