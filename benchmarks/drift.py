@@ -166,30 +166,35 @@ def _name(share: float, epochs: int, full_epochs: int) -> str:
 
 
 def plot(results: list[dict], path: Path) -> None:
+    """P@10 minus the full rebuild's, per mode whose vectors depend on training (text vectors do not),
+    against the share added; the grey band is how far two full rebuilds differ by training seed alone."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import PercentFormatter
+
+    from train.live import DRIFT_WARNING_SHARE
 
     full, noise = results[0], results[1]
-    figure, axis = plt.subplots(figsize=(7, 4.5))
-    for equal_steps, style, how in ((False, "-o", "same epochs"), (True, "--s", "same training steps")):
-        partial = sorted((row for row in results if row.get("equal_steps") is equal_steps and "added_share" in row
-                          and row["bundle"].startswith("built on")), key=lambda r: r["added_share"])
-        if not partial:
-            continue
-        for mode, colour in zip(MODES, ("tab:blue", "tab:orange", "tab:green")):
-            shares = [0.0] + [row["added_share"] for row in partial]
-            axis.plot(shares, [full[mode]] + [row[mode] for row in partial], style, color=colour,
-                      label=f"{mode}, built on part ({how})")
-    for mode, colour in zip(MODES, ("tab:blue", "tab:orange", "tab:green")):
-        axis.axhline(full[mode], color=colour, linestyle=":", linewidth=1)
-        axis.plot([0.0], [noise[mode]], marker="x", color=colour, linestyle="none")
-    axis.set(xlabel="share of the catalog added since training", ylabel="P@10 (label: channel)",
-             title="Live catalog drift (x: full rebuild with another seed)")
-    axis.xaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
-    axis.grid(alpha=0.3)
-    axis.legend(fontsize=7)
+    figure, axes = plt.subplots(1, 2, figsize=(9, 3.8), sharex=True)
+    for axis, mode in zip(axes, ("image", "hybrid")):
+        spread = abs(noise[mode] - full[mode])
+        axis.axhspan(-spread, spread, color="0.85", label="two full rebuilds (seeds 0, 1)")
+        for equal_steps, style, how in ((False, "-o", "same epochs as the full build"),
+                                        (True, "--s", "same training steps")):
+            partial = sorted((row for row in results if row.get("equal_steps") is equal_steps
+                              and row["bundle"].startswith("built on")), key=lambda row: row["added_share"])
+            if partial:
+                axis.plot([0.0] + [row["added_share"] for row in partial],
+                          [0.0] + [row[mode] - full[mode] for row in partial], style, label=f"built on part, {how}")
+        axis.axvline(DRIFT_WARNING_SHARE, color="tab:red", linestyle=":", label="`train add` warns above")
+        axis.set(title=f"{mode} mode", xlabel="share of the catalog added since training")
+        axis.xaxis.set_major_formatter(PercentFormatter(1.0))
+        axis.grid(alpha=0.3)
+    axes[0].set_ylabel("P@10 minus the full rebuild's")
+    axes[1].legend(fontsize=7, loc="lower left")
+    figure.suptitle("Built on part of the dev catalog, the rest added with `train add`", fontsize=10)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)

@@ -239,7 +239,7 @@ def test_leftovers_of_a_killed_update_are_cleared_by_the_next(added: Path, tmp_p
 def test_one_update_at_a_time(bundle: Path, new_parquet: Path) -> None:
     import fcntl
 
-    with open(bundle.with_name(bundle.name + ".lock"), "a") as handle:
+    with open(bundle / live.LOCK, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         with pytest.raises(BundleError, match="Another live update"):
             add_items(bundle, new_parquet, show_progress_bar=False)

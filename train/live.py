@@ -56,6 +56,7 @@ logger = logging.getLogger(__name__)
 #: title head were trained: where P@10 on the dev catalog starts to fall below a full rebuild's.
 DRIFT_WARNING_SHARE = 0.3
 TOMBSTONES = "tombstones-{revision:06d}.json"
+LOCK = ".live.lock"
 
 
 @dataclass
@@ -100,7 +101,8 @@ def add_items(bundle: str | Path, source: str | Path, *, image_column: str = "im
             named = ", ".join(item.item_id for item in duplicates[:20])
             more = f" and {len(duplicates) - 20} more" if len(duplicates) > 20 else ""
             warnings.warn(f"Skipped {len(duplicates)} video(s) the bundle already has: {named}{more}. Pass "
-                          "--update to replace them.", stacklevel=2)
+                          "--update to replace them (a source without an id column numbers its videos from 0: "
+                          "name one with --id-column).", stacklevel=2)
         live = live_section(manifest)
         if not keep:
             logger.warning("Nothing to add: every video of %s was skipped; %s is unchanged.", source, bundle)
@@ -118,7 +120,8 @@ def add_items(bundle: str | Path, source: str | Path, *, image_column: str = "im
             if replaced_rows:
                 tombstones = _write_tombstones(bundle, revision, removed, recommender.catalog.item_ids + new_rows.item_ids)
                 written.append(tombstones["file"])
-            segments = [*live["segments"], {"path": segment, "count": len(new_rows), "files": files}]
+            segments = [*live["segments"], {"path": segment, "count": len(new_rows), "files": files,
+                                            "source": str(source), "created": _now()}]
             manifest = _commit(bundle, manifest, revision, count, removed, segments, tombstones)
         except BaseException:
             _discard(bundle, written)
@@ -365,10 +368,11 @@ def _link_file(source: str | Path, target: str | Path) -> None:
 
 @contextmanager
 def _exclusive(bundle: Path) -> Iterator[None]:
-    """One live update of a bundle at a time (a lock file beside it): two at once would lose one's revision."""
+    """One live update of a bundle at a time: two at once would lose one's revision. The lock is a hidden
+    file in the bundle folder (never declared in the manifest, never pushed)."""
     if not (bundle / MANIFEST).is_file():
         raise BundleError(f"{bundle} is not a bundle: {MANIFEST} is missing. Build one with `python -m train build`.")
-    with open(bundle.with_name(bundle.name + ".lock"), "a") as handle:
+    with open(bundle / LOCK, "a") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

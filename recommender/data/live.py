@@ -16,7 +16,7 @@ The section, as the manifest holds it::
       "revision": 3,                  # live updates since the build
       "trained_rows": 2013,           # leading rows the thumbnail encoder and title head were fitted on
       "added_since_training": 1000,   # live rows after those (the encoder and head never saw them)
-      "segments": [{"path": "segments/000001", "count": 1000,
+      "segments": [{"path": "segments/000001", "count": 1000, "source": "new.parquet", "created": "...",
                     "files": {"catalog": "segments/000001/catalog.parquet", ...}}],
       "tombstones": {"file": "tombstones-000003.json", "count": 2}
     }
