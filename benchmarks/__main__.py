@@ -1,8 +1,10 @@
 """``python -m benchmarks --data PATH``: the benchmark suite, ours next to the original design, one table.
 
 Sections (``--only`` / ``--skip``, comma-separated): build, quality, encoder, latency, gradio,
-serving, index, live (adding videos vs a full rebuild, and swaps under load; needs ``--data``). ``build`` trains both bundles from ``--data`` (slow); without it the bundles
-come from ``--bundle`` / ``--baseline-bundle`` or a previous run's ``--work`` folder.
+serving, index, live. ``build`` trains both bundles from ``--data`` (slow); without it the bundles
+come from ``--bundle`` / ``--baseline-bundle`` or a previous run's ``--work`` folder. ``live``
+adds videos from ``--data`` to a copy of our bundle, next to a full rebuild, and swaps revisions
+under load (``python -m benchmarks.drift`` measures drift).
 Medians of repeated runs; nothing here is a pass/fail test.
 """
 

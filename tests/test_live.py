@@ -17,8 +17,14 @@ import faiss
 import numpy as np
 import pytest
 
-from recommender import MODES, BundleError, InvalidQueryError, Recommender
-from recommender.data.bundle import FILES, MANIFEST, OPTIONAL_FILES, read_manifest, sha256_of
+from recommender import BundleError, InvalidQueryError, Recommender
+from recommender.data.bundle import (
+    FILES,
+    MANIFEST,
+    OPTIONAL_FILES,
+    read_manifest,
+    sha256_of,
+)
 from recommender.data.live import SEGMENT_FILES
 from recommender.engine import MAX_K
 from recommender.errors import CatalogError
