@@ -2,7 +2,8 @@
 
 The main test runs the real app on a local port and keeps ``gradio_client`` callers querying it
 while ``train add`` and ``train remove`` change the bundle underneath: every answer must be
-exactly what the old or the new revision gives (the answer names which), never an error or a mix.
+exactly what one revision served (old, in between or new: the answer names which) gives, never an
+error or a mix.
 """
 
 from __future__ import annotations
@@ -33,9 +34,9 @@ ITEMS = ["vid000", "vid103", "vid206", "vid305"]  # stay in the catalog through 
 REMOVED = "vid107"
 
 
-def started(folder: Path, text_model: Path | None = None) -> Startup:
-    startup = Startup(BundlePlan(str(folder), None, "test"), text_model=str(text_model) if text_model else None,
-                      onnx_titles=False).start()
+def started(folder: Path) -> Startup:
+    """The app's startup serving ``folder``, loaded."""
+    startup = Startup(BundlePlan(str(folder), None, "test"), onnx_titles=False).start()
     startup.wait(120)
     assert startup.ready, startup.status_line()
     return startup
