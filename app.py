@@ -19,6 +19,7 @@ from recommender.serving.startup import (
     Startup,
     plan_bundle,
 )
+from recommender.serving.watch import ENV_WATCH, BundleWatcher
 
 #: Training budget for a bundle built at first start, so a Space comes up within minutes, not hours.
 STARTUP_BUILD_SECONDS = 900
@@ -42,6 +43,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="training time budget when building at startup (default: %(default)s)")
     parser.add_argument("--pytorch-titles", action="store_true",
                         help="keep title queries on PyTorch: no ONNX export after startup (saves its memory)")
+    parser.add_argument("--watch", type=float, default=os.environ.get(ENV_WATCH) or "0", metavar="SECONDS",
+                        help="check the bundle for a new revision every SECONDS and swap it in without a restart "
+                             f"(local folder: its manifest; Hub repo: its latest commit) (default: ${ENV_WATCH}, else off)")
     parser.add_argument("--host", help="address to listen on (default: $GRADIO_SERVER_NAME, else 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port (default: $GRADIO_SERVER_PORT, else 7860)")
     return parser.parse_args(argv)
@@ -62,6 +66,8 @@ def main(argv: list[str] | None = None) -> None:
                       build_options={"training": TrainingConfig(epochs=STARTUP_BUILD_EPOCHS,
                                                                time_budget_s=args.build_seconds)},
                       onnx_titles=not args.pytorch_titles).start()
+    if args.watch > 0:
+        BundleWatcher(startup, args.watch).start()
     launch(create_app(startup), server_name=args.host, server_port=args.port)
 
 

@@ -1,9 +1,12 @@
 """``python -m benchmarks --data PATH``: the benchmark suite, ours next to the original design, one table.
 
 Sections (``--only`` / ``--skip``, comma-separated): build, quality, encoder, latency, gradio,
-serving, throughput, index. ``throughput`` sends ``--callers`` concurrent clients x ``--requests``
-mixed requests to the app and to an echo app with the same endpoints, in interleaved rounds. ``build`` trains both bundles from ``--data`` (slow); without it the bundles
-come from ``--bundle`` / ``--baseline-bundle`` or a previous run's ``--work`` folder.
+serving, throughput, index, live. ``throughput`` sends ``--callers`` concurrent clients x
+``--requests`` mixed requests to the app and to an echo app with the same endpoints, in interleaved
+rounds. ``build`` trains both bundles from ``--data`` (slow); without it the bundles come from
+``--bundle`` / ``--baseline-bundle`` or a previous run's ``--work`` folder. ``live`` adds videos from
+``--data`` to a copy of our bundle, next to a full rebuild, and swaps revisions under load
+(``python -m benchmarks.drift`` measures drift).
 Medians of repeated runs; nothing here is a pass/fail test.
 """
 
@@ -21,7 +24,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-SECTIONS = ("build", "quality", "encoder", "latency", "gradio", "serving", "throughput", "index")
+SECTIONS = ("build", "quality", "encoder", "latency", "gradio", "serving", "throughput", "index", "live")
 
 
 def default_text_model() -> str | None:
@@ -69,6 +72,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--requests", type=int, default=25, help="throughput: requests per client (default: 25)")
     parser.add_argument("--rounds", type=int, default=5,
                         help="throughput: interleaved rounds against the app and the echo app (default: 5)")
+    parser.add_argument("--live-add", type=int, default=1000, help="live: videos to add (default: 1000)")
+    parser.add_argument("--no-live-rebuild", action="store_true", help="live: do not time a full rebuild beside the add")
+    parser.add_argument("--live-swaps", type=int, default=4, help="live: revision swaps under load (default: 4)")
     parser.add_argument("--output", type=Path, help="write the tables (Markdown) here; JSON beside it")
     return parser.parse_args(argv)
 
@@ -98,6 +104,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: unknown section(s) {sorted(unknown)}; choose from {', '.join(SECTIONS)}", file=sys.stderr)
         return 2
     sections = [s for s in sections if s not in skip]
+    if "live" in sections and not args.data:
+        if args.only:
+            print("error: the live section needs --data (the videos it adds come from it)", file=sys.stderr)
+            return 2
+        sections.remove("live")
+        print("note: no --data, so the live section is skipped", file=sys.stderr)
 
     from . import bundles as bundle_section
     from .common import Results, markdown_table
@@ -173,6 +185,12 @@ def main(argv: list[str] | None = None) -> int:
                           [int(size) for size in args.index_sizes.split(",")],
                           args.index_dims.split(",") if args.index_dims else None, sigma=args.sigma,
                           keys=args.index_keys.split(";") if args.index_keys else None)
+
+    if "live" in sections:
+        from . import live
+
+        live.run(pair.ours, args.data, args.text_model, results, args.work, count=args.live_add,
+                 rebuild=not args.no_live_rebuild, swaps=args.live_swaps)
 
     header = [f"# Benchmarks ({datetime.now(timezone.utc).isoformat(timespec='seconds')})", "",
               f"Code {_commit()}; bundles: ours `{pair.ours}`, baseline `{pair.baseline}`; {os.cpu_count()} CPUs, "

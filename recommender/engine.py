@@ -14,21 +14,20 @@ import numpy as np
 from .data.bundle import (
     DEFAULT_BUNDLE_DIR,
     FILES,
-    OPTIONAL_FILES,
-    load_vectors,
     read_manifest,
     read_search_config,
     resolve_bundle,
 )
 from .data.catalog import Catalog
 from .data.images import ImageInput
+from .data.live import BundleParts, describe_revision
 from .encoders.thumbnails import ThumbnailEncoder
 from .encoders.title_head import TitleHead
 from .encoders.titles import TitleEncoder, clean_title, default_prefix
 from .errors import BundleError, InvalidQueryError
 from .results import Recommendation, Recommendations
 from .search.config import FUSION_METHODS, SearchConfig
-from .search.index import apply_search_config, describe_index, load_index
+from .search.index import apply_search_config, describe_index, search_live
 from .search.ranking import fuse_candidates, hybrid_candidates, search_excluding
 
 logger = logging.getLogger(__name__)
@@ -79,6 +78,8 @@ class Recommender:
         self.image_index = image_index
         self.text_index = text_index
         self.manifest = manifest or {}
+        #: Which bundle revision this is (``load`` adds the Hub commit it came from, if any).
+        self.revision = describe_revision(self.manifest, live_items=catalog.live_count)
         self.search = search if search is not None else read_search_config(self.manifest)
         for index in (image_index, text_index):
             apply_search_config(index, self.search)
@@ -89,12 +90,15 @@ class Recommender:
     @classmethod
     def load(cls, source: str | Path = DEFAULT_BUNDLE_DIR, revision: str | None = None,
              text_model: str | None = None, verify: bool = True,
-             search: SearchConfig | Mapping[str, object] | None = None) -> "Recommender":
+             search: SearchConfig | Mapping[str, object] | None = None,
+             title_encoder: TitleEncoder | None = None) -> "Recommender":
         """Load a bundle from a local folder or a Hub repo id (+ ``revision``).
 
         ``text_model`` overrides the manifest's model (e.g. a local copy for offline use); it
         must produce vectors of the bundle's dimension, and titles keep the manifest's prefix. ``search`` replaces the manifest's
         :class:`SearchConfig`, or (a mapping) changes some of its fields, e.g. ``{"hnsw_ef_search": 256}``.
+        ``title_encoder``: one already loaded, used if it is the model this load would load (a hot
+        swap to a new bundle revision keeps the model, and its ONNX export, instead of loading it again).
         """
         folder = resolve_bundle(source, revision)
         manifest = read_manifest(folder, verify=verify)
@@ -103,14 +107,14 @@ class Recommender:
             search_config = search
         elif search:
             search_config = search_config.replace(**search)  # TypeError / ValueError name the bad setting
-        catalog = Catalog.load(folder / FILES["catalog"], checksum=manifest.get("files", {}).get(FILES["catalog"]))
+        parts = BundleParts(folder, manifest)  # the base, then segments appended by `train add`
+        catalog = parts.catalog()
         count = len(catalog)
         if manifest.get("count") not in (None, count):
             raise BundleError(f"{folder / FILES['catalog']} has {count} items but {folder / 'manifest.json'} "
                               f"says {manifest['count']}. Rebuild the bundle.")
         thumbnail_encoder = ThumbnailEncoder.load(folder / FILES["encoder_weights"], folder / FILES["encoder_config"])
-        title_head = (TitleHead.load(folder / OPTIONAL_FILES["title_head"], count, thumbnail_encoder.dimension)
-                      if manifest.get("title_head") else None)
+        title_head = parts.title_head(count, thumbnail_encoder.dimension) if manifest.get("title_head") else None
         text_info = manifest.get("text_model", {})
         model = text_model or text_info.get("name")
         if not model:
@@ -119,20 +123,23 @@ class Recommender:
         # The catalog's title vectors were made with the manifest's prefix: queries need it too,
         # whatever the override's folder is called (every build records it; without one, the build's rule).
         prefix = text_info["prefix"] if "prefix" in text_info else default_prefix(text_info.get("name", ""))
+        wanted = (model, text_info.get("revision") if same_model else None, prefix)
         try:
-            title_encoder = TitleEncoder(model, revision=text_info.get("revision") if same_model else None,
-                                         prefix=prefix)
+            if title_encoder is None or not _is_model(title_encoder, *wanted):
+                title_encoder = TitleEncoder(*wanted)
         except OSError as error:  # missing path, unknown or unreachable Hub model
             named_by = "given as text_model" if text_model else f"named in {folder / 'manifest.json'}"
             raise BundleError(f"Text model {model!r} ({named_by}) cannot be loaded: {error}. Pass text_model= "
                               "a local copy of the model the bundle was built with.") from None
-        image_vectors = load_vectors(folder / FILES["image_vectors"], count)
-        text_vectors = load_vectors(folder / FILES["text_vectors"], count)
-        image_index = load_index(folder / FILES["image_index"], count, image_vectors.shape[1], search_config)
-        text_index = load_index(folder / FILES["text_index"], count, text_vectors.shape[1], search_config)
-        logger.info("Loaded bundle %s: %d items", folder, count)
-        return cls(catalog, thumbnail_encoder, title_encoder, image_vectors, text_vectors, image_index,
-                   text_index, manifest, title_head, search_config)
+        image_vectors = parts.vectors("image", count)
+        text_vectors = parts.vectors("text", count)
+        image_index = parts.index("image", image_vectors, search_config)
+        text_index = parts.index("text", text_vectors, search_config)
+        logger.info("Loaded bundle %s: %d items", folder, catalog.live_count)
+        recommender = cls(catalog, thumbnail_encoder, title_encoder, image_vectors, text_vectors, image_index,
+                          text_index, manifest, title_head, search_config)
+        recommender.revision = describe_revision(manifest, folder, catalog.live_count)
+        return recommender
 
     @property
     def default_alpha(self) -> float:
@@ -145,7 +152,8 @@ class Recommender:
     def info(self) -> dict:
         """What is loaded, for startup banners and the API."""
         return {
-            "items": len(self.catalog),
+            "items": self.catalog.live_count,
+            "revision": self.revision,
             "text_model": self.title_encoder.model_name_or_path,
             "text_dimension": self.title_encoder.dimension,
             "text_backend": self.title_encoder.backend,
@@ -173,12 +181,12 @@ class Recommender:
     def image_vectors_for(self, features: np.ndarray) -> np.ndarray:
         """Image-index vectors of uploaded thumbnails' autoencoder features.
 
-        With a title head, each upload's title is predicted by the fold of the catalog item it looks
-        most like (nearest by features alone), as that item's own vector was.
+        With a title head, each upload's title is predicted by the fold of the live catalog item it
+        looks most like (nearest by features alone), as that item's own vector was.
         """
         if self.title_head is None:
             return features
-        _, nearest = self.image_index.search(self.title_head.looks_query(features), 1)
+        _, nearest = search_live(self.image_index, self.title_head.looks_query(features), 1, self.catalog.removed)
         return self.title_head.join(features, self.title_head.predict(features, np.maximum(nearest[:, 0], 0)))
 
     def recommend(self, image: ImageInput | None = None, title: str | None = None, item_id: str | int | None = None,
@@ -261,13 +269,14 @@ class Recommender:
 
     def _single_mode(self, query: _Query, mode: str, k: int) -> tuple[np.ndarray, np.ndarray]:
         index, vector = (self.image_index, query.image_vector) if mode == "image" else (self.text_index, query.text_vector)
-        rows, scores = search_excluding(index, vector, k, self._exclusion(query))
+        rows, scores = search_excluding(index, vector, k, self._exclusion(query), self.catalog.removed)
         return self._kept(rows, scores)
 
     def _hybrid_candidates(self, query: _Query, k: int, alpha: float, fusion: str) -> tuple[np.ndarray, np.ndarray]:
         depth = self.search.candidate_depth(k, len(self.catalog))
         candidates = hybrid_candidates(self.image_index, self.text_index, self.image_vectors, self.text_vectors,
-                                       query.image_vector, query.text_vector, depth, self._exclusion(query))
+                                       query.image_vector, query.text_vector, depth, self._exclusion(query),
+                                       self.catalog.removed)
         rows, scores = fuse_candidates(candidates, alpha, k, fusion, self.search.rrf_k)
         return self._kept(rows, scores)
 
@@ -289,3 +298,9 @@ class Recommender:
             results.append(Recommendation(rank, self.catalog.item_ids[row], self.catalog.titles[row], float(score),
                                           image_score, text_score, self.catalog.metadata(row)))
         return results
+
+
+def _is_model(encoder: TitleEncoder, model: str, revision: str | None, prefix: str | None) -> bool:
+    """Whether ``encoder`` is what ``TitleEncoder(model, revision, prefix)`` would load."""
+    return (encoder.model_name_or_path, encoder.revision, encoder.prefix) == (
+        str(model), revision, default_prefix(model) if prefix is None else prefix)

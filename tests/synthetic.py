@@ -78,6 +78,19 @@ def catalog_records() -> list[dict]:
     return records
 
 
+def new_records(count: int = 8, start: int = 0) -> list[dict]:
+    """Videos the catalog does not have yet (ids ``new000``...), in the channels' styles: uploads for ``train add``."""
+    styles = list(CHANNELS.items())
+    records = []
+    for number in range(start, start + count):
+        channel, style = styles[number % len(styles)]
+        image = thumbnail(style["colour"], style["shape"], 10_000 + number, letterbox=number % 2 == 1)
+        records.append({"video_id": f"new{number:03d}", "title": f"{style['titles'][number % 8]} {number}",
+                        "image": {"bytes": jpeg_bytes(image), "path": None}, "channel": channel,
+                        "views": 10 * number})
+    return records
+
+
 def write_catalog_parquet(path: Path, records: list[dict] | None = None) -> Path:
     """Save records as a Hugging Face ``datasets`` parquet file with an Image column."""
     import datasets

@@ -17,6 +17,7 @@ from recommender.data.bundle import (
     FORMAT_VERSION,
     MANIFEST,
     OPTIONAL_FILES,
+    READABLE_VERSIONS,
     model_card,
     sha256_of,
     write_manifest,
@@ -135,9 +136,9 @@ def test_manifest_that_is_not_json(broken: Path) -> None:
 
 def test_wrong_format_version(broken: Path) -> None:
     manifest = json.loads((broken / MANIFEST).read_text())
-    manifest["format_version"] = FORMAT_VERSION + 1
+    manifest["format_version"] = max(READABLE_VERSIONS) + 1
     (broken / MANIFEST).write_text(json.dumps(manifest))
-    with pytest.raises(BundleError, match=rf"manifest.json has format version {FORMAT_VERSION + 1}.*Rebuild"):
+    with pytest.raises(BundleError, match=rf"manifest.json has format version {max(READABLE_VERSIONS) + 1}.*Rebuild"):
         Recommender.load(broken)
 
 

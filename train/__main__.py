@@ -1,4 +1,4 @@
-"""``python -m train``: the offline pipeline (build a bundle, push it to the Hub)."""
+"""``python -m train``: the offline pipeline (build a bundle, update it live, push it to the Hub)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from recommender.errors import RecommenderError
 from recommender.search.config import FUSION_METHODS, SearchConfig
 
 from .evaluation.never_seen import DEFAULT_FRACTION as DEFAULT_HOLDOUT_FRACTION
+from .live_commands import LIVE_COMMANDS
 from .trainer import TrainingConfig
 
 ENCODERS = {"dae": EncoderConfig(), "baseline": BASELINE_CONFIG}
@@ -96,9 +97,12 @@ def add_push_arguments(parser: argparse.ArgumentParser) -> None:
 def run_push(args: argparse.Namespace) -> None:
     from recommender.data.bundle import push_bundle
 
-    url = push_bundle(Path(args.bundle), args.repo_id, private=args.private, token=args.token,
-                      revision=args.revision)
-    print(f"Pushed {args.bundle} to {args.repo_id}: {url}")
+    url, plan = push_bundle(Path(args.bundle), args.repo_id, private=args.private, token=args.token,
+                            revision=args.revision)
+    sent = (f"{len(plan.upload)} changed files ({plan.upload_bytes / 1e6:,.1f} MB of {plan.bundle_bytes / 1e6:,.1f} MB)"
+            f"{f', {len(plan.delete)} obsolete deleted' if plan.delete else ''}")
+    print(f"Pushed {args.bundle} to {args.repo_id}: {sent}: {url}" if url else
+          f"{args.repo_id} already holds {args.bundle}: nothing to push.")
 
 
 def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
@@ -144,11 +148,13 @@ def run_evaluate(args: argparse.Namespace) -> None:
 
 COMMANDS = {
     "build": ("Build a bundle from a dataset: train the encoder, embed, index.", add_build_arguments, run_build),
-    "push": ("Upload a bundle to a Hugging Face Hub model repo with a model card.", add_push_arguments, run_push),
+    "push": ("Upload a bundle to a Hugging Face Hub model repo with a model card: only the files that changed.",
+             add_push_arguments, run_push),
     "evaluate": ("Quality report of a bundle: precision/nDCG per mode, never-seen uploads, re-upload robustness, "
                  "alpha sweep.",
                  add_evaluate_arguments, run_evaluate),
 }
+COMMANDS.update(LIVE_COMMANDS)  # add, remove, compact
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -100,7 +100,7 @@ def build_bundle(source: str | Path = DEFAULT_DATASET, output: str | Path = "bun
 
         started = time.perf_counter()
         thumbnail_encoder = ThumbnailEncoder(model)
-        image_vectors = features = _embed_arrays(thumbnail_encoder, arrays, show_progress_bar)
+        image_vectors = features = embed_thumbnail_arrays(thumbnail_encoder, arrays, show_progress_bar)
         title_encoder = TitleEncoder(text_model, revision=text_revision, prefix=text_prefix)
         text_vectors = title_encoder.encode(catalog.titles, show_progress_bar=show_progress_bar)
         timings["embedding_s"] = time.perf_counter() - started
@@ -243,9 +243,10 @@ def _removed_on_failure(folder: Path) -> Iterator[None]:
         raise
 
 
-def _embed_arrays(encoder: ThumbnailEncoder, arrays: np.ndarray, show_progress_bar: bool,
-                  batch_size: int = 128) -> np.ndarray:
-    """The autoencoder features of the already-preprocessed catalog thumbnails (no second decode)."""
+def embed_thumbnail_arrays(encoder: ThumbnailEncoder, arrays: np.ndarray, show_progress_bar: bool,
+                           batch_size: int = 128) -> np.ndarray:
+    """The autoencoder features of the already-preprocessed catalog thumbnails (no second decode);
+    ``train add`` embeds appended videos with it too, so they get the vectors a build would give them."""
     chunks = [encoder.embed_arrays(arrays[start:start + batch_size].astype(np.float32) / 255.0)
               for start in tqdm(range(0, len(arrays), batch_size), desc="Embedding thumbnails", unit="batch",
                                 disable=not show_progress_bar)]

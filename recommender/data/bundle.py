@@ -10,22 +10,31 @@ Layout (names fixed by :data:`FILES`)::
     title_head.safetensors         optional: thumbnail features -> predicted title (see title_head.py)
 
 A bundle lives in a local folder or a Hugging Face Hub model repo (pulled with
-``snapshot_download``, pushed with ``upload_folder``).
+``snapshot_download``, pushed with one ``create_commit`` of the files that changed).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import BundleError
 from ..search.config import SearchConfig
 
+if TYPE_CHECKING:
+    from .hub_sync import PushPlan
+
 FORMAT_VERSION = 1
+#: A bundle changed by ``train add`` / ``remove`` (appended segments, tombstones: see live.py) is
+#: version 2, so code that would ignore those parts refuses it instead of serving removed items.
+LIVE_FORMAT_VERSION = 2
+READABLE_VERSIONS = (FORMAT_VERSION, LIVE_FORMAT_VERSION)
 MANIFEST = "manifest.json"
 FILES = {
     "catalog": "catalog.parquet",
@@ -53,16 +62,30 @@ def sha256_of(path: Path) -> str:
 
 
 def bundle_files(manifest: dict) -> list[str]:
-    """Every file this bundle must hold: the fixed ones and the optional parts its manifest declares."""
-    return [*FILES.values(), *(name for part, name in OPTIONAL_FILES.items() if manifest.get(part))]
+    """Every file this bundle must hold: the fixed ones, the optional parts its manifest declares, and
+    the files of its ``live`` section (appended segments and tombstones)."""
+    return [*FILES.values(), *(name for part, name in OPTIONAL_FILES.items() if manifest.get(part)),
+            *live_files(manifest)]
 
 
-def write_manifest(folder: Path, manifest: dict) -> dict:
-    """Add format version and checksums of every bundle file, then write ``manifest.json``."""
+def live_files(manifest: dict) -> list[str]:
+    """Paths (relative to the bundle) that ``train add`` and ``train remove`` declared: see :mod:`.live`."""
+    live = manifest.get("live") or {}
+    files = [name for segment in live.get("segments", []) for name in segment.get("files", {}).values()]
+    return files + ([live["tombstones"]["file"]] if live.get("tombstones") else [])
+
+
+def write_manifest(folder: Path, manifest: dict, known: dict[str, str] | None = None) -> dict:
+    """Add format version and checksums of every bundle file, then write ``manifest.json`` atomically
+    (a new file renamed over the old one). ``known`` checksums are taken as given (files a live update
+    did not touch) rather than hashed again."""
     folder = Path(folder)
     manifest = {"format_version": FORMAT_VERSION, **manifest}
-    manifest["files"] = {name: sha256_of(folder / name) for name in bundle_files(manifest)}
-    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False, default=_jsonable))
+    known = known or {}
+    manifest["files"] = {name: known.get(name) or sha256_of(folder / name) for name in bundle_files(manifest)}
+    partial = folder / (MANIFEST + ".partial")
+    partial.write_text(json.dumps(manifest, indent=2, ensure_ascii=False, default=_jsonable))
+    os.replace(partial, folder / MANIFEST)
     return manifest
 
 
@@ -85,10 +108,12 @@ def read_manifest(folder: Path, verify: bool = True) -> dict:
     except json.JSONDecodeError as error:
         raise BundleError(f"{path} is not valid JSON ({error}). Rebuild the bundle.") from None
     version = manifest.get("format_version")
-    if version != FORMAT_VERSION:
-        raise BundleError(f"{path} has format version {version}; this code reads version {FORMAT_VERSION}. "
-                          "Rebuild the bundle with this version.")
+    if version not in READABLE_VERSIONS:
+        raise BundleError(f"{path} has format version {version}; this code reads versions "
+                          f"{', '.join(map(str, READABLE_VERSIONS))}. Rebuild the bundle with this version.")
     for name in bundle_files(manifest):
+        if not isinstance(name, str) or Path(name).is_absolute() or ".." in Path(name).parts:
+            raise BundleError(f"{path} declares a file outside the bundle folder: {name!r}. Rebuild the bundle.")
         file = folder / name
         if not file.is_file():
             raise BundleError(f"Bundle file {file} is missing. Rebuild the bundle with `python -m train build`.")
@@ -176,7 +201,7 @@ def model_card(manifest: dict, repo_id: str) -> str:
         f"# {repo_id}",
         "",
         "A recommendation bundle for the content-based video recommender: a catalog of "
-        f"{manifest.get('count', '?')} videos, a thumbnail encoder (denoising autoencoder trained from "
+        f"{_live_items(manifest)} videos, a thumbnail encoder (denoising autoencoder trained from "
         "scratch on this catalog), title and thumbnail vectors, and their FAISS indexes.",
         "",
         "| part | value |",
@@ -210,14 +235,31 @@ def model_card(manifest: dict, repo_id: str) -> str:
 
 
 def push_bundle(folder: Path, repo_id: str, private: bool = False, token: str | None = None,
-                revision: str | None = None) -> str:
-    """Upload a bundle to a Hub model repo with a generated model card; returns the commit URL."""
-    from huggingface_hub import HfApi
+                revision: str | None = None, api=None) -> tuple[str | None, PushPlan]:
+    """Upload a bundle to a Hub model repo with a generated model card, in one commit: only the files
+    the repo does not already hold (see :mod:`.hub_sync`), and deleting the ones live updates made
+    obsolete. Returns the commit URL (``None`` when the repo already held this bundle) and the plan.
+    ``api`` replaces ``HfApi(token=token)`` (tests have no Hub)."""
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
+
+    from .hub_sync import plan_push
 
     manifest = read_manifest(folder, verify=True)
     (Path(folder) / "README.md").write_text(model_card(manifest, repo_id))
-    api = HfApi(token=token)
+    api = api or HfApi(token=token)
     api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
-    commit = api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="model", revision=revision,
-                               commit_message=f"Upload recommendation bundle ({manifest.get('count')} items)")
-    return str(commit)
+    plan = plan_push(api, Path(folder), repo_id, revision)
+    if not plan.upload and not plan.delete:
+        return None, plan
+    operations = [*(CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(Path(folder) / name))
+                    for name in plan.upload), *(CommitOperationDelete(path_in_repo=name) for name in plan.delete)]
+    commit = api.create_commit(repo_id, operations, repo_type="model", revision=revision,
+                               commit_message=f"Upload recommendation bundle ({_live_items(manifest)} items, "
+                                              f"{len(plan.upload)} files changed)")
+    return str(commit), plan
+
+
+def _live_items(manifest: dict) -> object:
+    """Items a query can find: the manifest's rows minus its tombstoned ones."""
+    removed = ((manifest.get("live") or {}).get("tombstones") or {}).get("count", 0)
+    return manifest["count"] - removed if isinstance(manifest.get("count"), int) else "?"

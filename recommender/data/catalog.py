@@ -19,14 +19,17 @@ import uuid
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 
 import datasets
+import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
 from ..errors import BundleError, CatalogError, InvalidQueryError
 from .images import load_image
+from .tombstones import Tombstones
 
 logger = logging.getLogger(__name__)
 
@@ -150,9 +153,11 @@ def _problem(record: dict, image_column: str, title_column: str) -> str | None:
 class Catalog:
     """Serving-time view of the catalog; row ``i`` is vector ``i`` of every index."""
 
-    def __init__(self, dataset: datasets.Dataset, checksum: str | None = None):
-        """``checksum`` (the bundle manifest's SHA-256 of the catalog file) names this catalog's
-        thumbnail folder; without one the folder is this object's alone."""
+    def __init__(self, dataset: datasets.Dataset, checksum: str | None = None, removed: Tombstones | None = None):
+        """``checksum`` (the bundle manifest's SHA-256 of the catalog) names this catalog's thumbnail
+        folder; without one the folder is this object's alone. ``removed``: rows taken out of a live
+        catalog (see :mod:`~recommender.data.tombstones`); they keep their place, so row numbers still
+        match the vectors, but lookups, search and shuffle skip them."""
         missing = [c for c in RESERVED_COLUMNS if c not in dataset.column_names]
         if missing:
             raise CatalogError(f"Catalog table lacks columns {missing}.")
@@ -162,21 +167,37 @@ class Catalog:
         self.metadata_columns = [c for c in self.dataset.column_names if c not in RESERVED_COLUMNS]
         self._metadata = self.dataset.select_columns(self.metadata_columns).to_list() if self.metadata_columns \
             else [{} for _ in self.item_ids]
-        self._rows = {item_id: row for row, item_id in enumerate(self.item_ids)}
+        self.removed = Tombstones.none(len(self.item_ids)) if removed is None else removed
+        if self.removed.count != len(self.item_ids):
+            raise BundleError(f"Tombstones cover {self.removed.count} rows but the catalog has {len(self.item_ids)}.")
+        live = self.removed.live
+        self._rows: dict[str, int] = {}
+        for row, item_id in enumerate(self.item_ids):  # an id's live row wins over its removed versions
+            if live[row] or not live[self._rows.get(item_id, row)]:
+                self._rows[item_id] = row
         self._lower_titles = [title.casefold() for title in self.titles]
         is_digest = checksum is not None and re.fullmatch(r"[0-9a-f]{64}", checksum) is not None  # a folder name
         self._thumbnails = ThumbnailFolder(checksum if is_digest else uuid.uuid4().hex)
         self._thumbnail_paths: dict[int, Path] = {}  # rows written already: no table read to find their file
 
     @classmethod
-    def load(cls, path: Path, checksum: str | None = None) -> "Catalog":
-        """Read a bundle's catalog; an unreadable file is a :class:`BundleError` that names it.
-        ``checksum``: the manifest's checksum of the file (see :class:`Catalog`)."""
+    def load(cls, path: Path | list[Path], tombstones: Path | None = None, checksum: str | None = None) -> "Catalog":
+        """Read a bundle's catalog: one parquet file, or its parts in row order (a live bundle's base and
+        appended segments), and its tombstone file if it has one. An unreadable file is a
+        :class:`BundleError` that names it. ``checksum``: see :class:`Catalog`."""
+        tables = []
+        for part in [path] if isinstance(path, (str, Path)) else path:
+            try:
+                tables.append(datasets.Dataset.from_parquet(str(part)))
+            except (ValueError, OSError) as error:  # pyarrow.ArrowInvalid is a ValueError
+                raise BundleError(f"Catalog file {part} cannot be read ({error}). Rebuild the bundle.") from None
         try:
-            table = datasets.Dataset.from_parquet(str(path))
-        except (ValueError, OSError) as error:  # pyarrow.ArrowInvalid is a ValueError
-            raise BundleError(f"Catalog file {path} cannot be read ({error}). Rebuild the bundle.") from None
-        return cls(table, checksum)
+            table = tables[0] if len(tables) == 1 else datasets.concatenate_datasets(tables)
+        except ValueError as error:
+            raise BundleError(f"The catalog parts of this bundle do not share one schema ({error}). "
+                              "Rebuild the bundle.") from None
+        removed = None if tombstones is None else Tombstones.load(tombstones, list(table["item_id"]))
+        return cls(table, checksum, removed)
 
     def save(self, path: Path) -> None:
         self.dataset.cast_column("image", datasets.Image()).to_parquet(str(path))
@@ -188,8 +209,22 @@ class Catalog:
         """Row of ``item_id``; unknown ids raise :class:`InvalidQueryError`."""
         row = self._rows.get(str(item_id).strip())
         if row is None:
-            raise InvalidQueryError(f"Unknown item id {item_id!r}: the catalog has {len(self)} items.")
+            raise InvalidQueryError(f"Unknown item id {item_id!r}: the catalog has {self.live_count} items.")
+        if row in self.removed:
+            raise InvalidQueryError(f"Item {item_id!r} was removed from the catalog.")
         return row
+
+    def lookup(self, item_id: str) -> int | None:
+        """Row of ``item_id`` without judging it: its live row, else its last removed one, else ``None``."""
+        return self._rows.get(str(item_id).strip())
+
+    @property
+    def live_count(self) -> int:
+        """Items a query can find: rows that were not removed."""
+        return self.removed.live_count
+
+    def live_rows(self) -> np.ndarray:
+        return self.removed.live_rows()
 
     def metadata(self, row: int) -> dict:
         return dict(self._metadata[row])
@@ -215,11 +250,11 @@ class Catalog:
         return path
 
     def search(self, query: str, limit: int = 50) -> list[int]:
-        """Rows whose title contains ``query`` (case-insensitive), in catalog order."""
+        """Live rows whose title contains ``query`` (case-insensitive), in catalog order."""
         needle = " ".join(query.split()).casefold()
-        if not needle:
-            return list(range(min(limit, len(self))))
-        return [row for row, title in enumerate(self._lower_titles) if needle in title][:limit]
+        live = self.removed.live
+        return list(islice((row for row, title in enumerate(self._lower_titles) if live[row] and needle in title),
+                           limit))
 
 
 class ThumbnailFolder:

@@ -14,6 +14,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from ..data.tombstones import Tombstones
 from ..errors import BundleError
 from .config import SearchConfig
 
@@ -73,6 +74,50 @@ def apply_search_config(index: faiss.Index, search: SearchConfig) -> None:
     except RuntimeError:
         return
     ivf.nprobe = min(ivf.nlist, search.ivf_nprobe or max(8, ivf.nlist // 32))
+
+
+def search_live(index: faiss.Index, queries: np.ndarray, k: int,
+                removed: Tombstones | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``index.search(queries, k)`` over the live rows only: removed rows are skipped inside FAISS (an
+    ``IDSelector``), so the answer is the index's top ``k`` of the live items, padded with ``-1``."""
+    if not removed:
+        return index.search(queries, k)
+    return index.search(queries, k, params=_selecting(index, removed.selector()))
+
+
+def _selecting(index: faiss.Index, selector: faiss.IDSelector) -> faiss.SearchParameters:
+    """Search parameters with ``selector`` that keep the index's own search depth: IVF takes its own
+    parameter type (whose default would probe one list); HNSW keeps its ``efSearch`` under plain ones."""
+    try:
+        ivf = faiss.extract_index_ivf(index)
+    except RuntimeError:
+        return faiss.SearchParameters(sel=selector)
+    return faiss.SearchParametersIVF(sel=selector, nprobe=ivf.nprobe, max_codes=ivf.max_codes)
+
+
+def append_index(index: faiss.Index, segment: faiss.Index, vectors: np.ndarray) -> None:
+    """Append ``segment``'s entries (rows ``index.ntotal`` on, built by :func:`empty_like` + ``add``) to ``index``.
+
+    Flat and IVF indexes take the segment's entries as they are (IVF entries keep their list and
+    codes, with ids shifted past ``index.ntotal``); an HNSW graph cannot be merged, so ``vectors``
+    (the segment's) are inserted into it.
+    """
+    try:
+        faiss.extract_index_ivf(index)
+    except RuntimeError:
+        try:
+            index.merge_from(segment, 0)  # flat codes: ids are positions
+        except RuntimeError:
+            index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+        return
+    index.merge_from(segment, index.ntotal)
+
+
+def empty_like(index: faiss.Index) -> faiss.Index:
+    """A copy of ``index`` with its training (IVF centroids, PQ codebooks, HNSW settings) and no entries."""
+    empty = faiss.clone_index(index)
+    empty.reset()
+    return empty
 
 
 def save_index(index: faiss.Index, path: Path) -> None:

@@ -22,8 +22,10 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 
+from ..data.tombstones import Tombstones
 from .config import SearchConfig
 from .fusion import fuse_batch
+from .index import search_live
 
 _NO_ROW = -1
 
@@ -50,12 +52,12 @@ def _first_kept(rows: np.ndarray, scores: np.ndarray, keep: np.ndarray, k: int) 
     return out_rows.astype(np.int64), out_scores
 
 
-def search_excluding(index: faiss.Index, queries: np.ndarray, k: int,
-                     exclude_rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Top ``k`` rows per query, never the query's own row: ``Recommender._single_mode`` in bulk."""
+def search_excluding(index: faiss.Index, queries: np.ndarray, k: int, exclude_rows: np.ndarray | None = None,
+                     removed: Tombstones | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Top ``k`` live rows per query, never the query's own row: ``Recommender._single_mode`` in bulk."""
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     exclude = _exclusions(exclude_rows, len(queries))
-    scores, rows = index.search(queries, min(k + 1, index.ntotal))
+    scores, rows = search_live(index, queries, min(k + 1, index.ntotal), removed)
     keep = (rows >= 0) & (rows != exclude[:, None])
     return _first_kept(rows, scores, keep, k)
 
@@ -76,8 +78,8 @@ class Candidates:
 
 def hybrid_candidates(image_index: faiss.Index, text_index: faiss.Index, image_vectors: np.ndarray,
                       text_vectors: np.ndarray, image_queries: np.ndarray, text_queries: np.ndarray, depth: int,
-                      exclude_rows: np.ndarray | None = None) -> Candidates:
-    """Union of both indexes' top ``depth`` per query (minus the query's row), scored on both modalities.
+                      exclude_rows: np.ndarray | None = None, removed: Tombstones | None = None) -> Candidates:
+    """Union of both indexes' top ``depth`` live rows per query (minus the query's row), scored on both modalities.
 
     Searches and scores one query at a time with the very calls the engine makes (a batched
     search or matrix product can differ in the last bit, enough to move an item across the
@@ -90,8 +92,8 @@ def hybrid_candidates(image_index: faiss.Index, text_index: faiss.Index, image_v
     exclude = _exclusions(exclude_rows, count)
     per_query = []
     for position in range(count):
-        _, image_rows = image_index.search(image_queries[position:position + 1], depth)
-        _, text_rows = text_index.search(text_queries[position:position + 1], depth)
+        _, image_rows = search_live(image_index, image_queries[position:position + 1], depth, removed)
+        _, text_rows = search_live(text_index, text_queries[position:position + 1], depth, removed)
         candidates = np.union1d(image_rows[0], text_rows[0])
         candidates = candidates[(candidates >= 0) & (candidates != exclude[position])]
         per_query.append((candidates, image_vectors[candidates] @ image_queries[position],

@@ -58,6 +58,18 @@ def user_errors(function: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def one_recommender(method: F) -> F:
+    """Run an endpoint on the recommender served when it began, to its end: a bundle revision swapped
+    in meanwhile answers the next request, never half of this one."""
+
+    @functools.wraps(method)
+    def wrapper(self: Endpoints, *args: Any, **kwargs: Any) -> Any:
+        with self.startup.pinned():
+            return method(self, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
 def jsonable(value: Any) -> Any:
     """Metadata straight from parquet can hold dates or numpy scalars; make it plain JSON."""
     return json.loads(json.dumps(value, ensure_ascii=False, default=str))
@@ -103,6 +115,7 @@ class Endpoints:
 
     # -- recommendations ------------------------------------------------------------------------
     @user_errors
+    @one_recommender
     def recommend(self, image: Any = None, title: str | None = None, mode: str = "hybrid", k: float = 8,
                   alpha: float | None = None, fusion: str = "weighted") -> tuple[Gallery, dict]:
         """Recommend from an uploaded thumbnail and/or a typed title."""
@@ -113,6 +126,7 @@ class Endpoints:
         return self._answer(results, query, mode, alpha, fusion)
 
     @user_errors
+    @one_recommender
     def recommend_item(self, item_id: str, mode: str = "hybrid", k: float = 8, alpha: float | None = None,
                        fusion: str = "weighted") -> tuple[Gallery, dict]:
         """Recommend from a catalog item (which never recommends itself)."""
@@ -137,11 +151,13 @@ class Endpoints:
             "fusion": fusion if results.mode == "hybrid" else None,
             "notes": list(results.notes),
             "results": [r.to_dict() for r in results],
+            "revision": self.recommender.revision["id"],
         }
         return gallery, jsonable(data)
 
     # -- catalog --------------------------------------------------------------------------------
     @user_errors
+    @one_recommender
     def search_catalog(self, query: str | None = None) -> tuple[Gallery, dict]:
         """Catalog items whose title contains ``query`` (an empty query browses from the start)."""
         query = query or ""
@@ -156,11 +172,12 @@ class Endpoints:
         return self._page(rows[:CATALOG_PAGE], {"query": query, "matches": len(rows)})
 
     @user_errors
+    @one_recommender
     def shuffle_catalog(self) -> tuple[Gallery, dict]:
         """A random page of the catalog, to wander somewhere new."""
-        count = len(self.recommender.catalog)
-        rows = sorted(random.Random().sample(range(count), min(CATALOG_PAGE, count)))
-        return self._page(rows, {"query": None, "matches": count})
+        live = self.recommender.catalog.live_rows().tolist()
+        rows = sorted(random.Random().sample(live, min(CATALOG_PAGE, len(live))))
+        return self._page(rows, {"query": None, "matches": len(live)})
 
     def _page(self, rows: list[int], header: dict) -> tuple[Gallery, dict]:
         catalog = self.recommender.catalog
@@ -186,6 +203,7 @@ class Endpoints:
         return {"item_id": catalog.item_ids[row], "title": catalog.titles[row], "metadata": catalog.metadata(row)}
 
     # -- status ---------------------------------------------------------------------------------
+    @one_recommender
     def info(self) -> dict:
         """What is loaded (catalog size, models, index types) and where the bundle came from: Hub repo
         ids, or local folders by their names (visitors never see server paths)."""
@@ -194,9 +212,11 @@ class Endpoints:
             return {"ready": False, "status": self.startup.status_line(), "bundle": bundle}
         info = self.recommender.info()
         info.update(text_model=public_name(info["text_model"]), source=public_name(info["source"]))
-        return jsonable({"ready": True, "bundle": bundle, **info, "text_backend_settled": self.startup.titles_settled})
+        return jsonable({"ready": True, "bundle": bundle, **info, "text_backend_settled": self.startup.titles_settled,
+                         "watch": self.startup.watch_status})
 
     @user_errors
+    @one_recommender
     def item_preview(self, item_id: str) -> tuple[str, dict]:
         """Thumbnail path and description of a catalog item, for the query panel."""
         row = self._row(item_id)

@@ -12,7 +12,8 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,7 +90,11 @@ def plan_bundle(bundle: str | None = None, revision: str | None = None, environ:
 
 
 class Startup:
-    """Holds the recommender once it is loaded; until then, says what is happening."""
+    """Holds the recommender once it is loaded; until then, says what is happening.
+
+    A new bundle revision replaces it with :meth:`swap` (see :mod:`.watch`); a request that
+    :meth:`pinned` the recommender at its start finishes on that one.
+    """
 
     def __init__(self, plan: BundlePlan, text_model: str | None = None, build_options: dict | None = None,
                  onnx_titles: bool = True):
@@ -103,6 +108,9 @@ class Startup:
         self._started = time.monotonic()
         self._done = threading.Event()
         self._titles_settled = threading.Event()  # set once title queries are on their final backend
+        self._pinned = threading.local()  # the recommender each request thread started on
+        #: What the bundle watcher last did, for /info (None when nothing watches the bundle).
+        self.watch_status: dict | None = None
 
     @classmethod
     def loaded(cls, recommender: Recommender, description: str = "given in-process") -> Startup:
@@ -182,9 +190,30 @@ class Startup:
         return self.get()
 
     def get(self) -> Recommender:
-        if self._recommender is not None:
-            return self._recommender
+        """The recommender this request started on (see :meth:`pinned`), else the one being served now."""
+        recommender = getattr(self._pinned, "recommender", None) or self._recommender
+        if recommender is not None:
+            return recommender
         raise NotReadyError(self.status_line())
+
+    @contextmanager
+    def pinned(self) -> Iterator[None]:
+        """Within this block, :meth:`get` in this thread returns the recommender served when it began,
+        even if :meth:`swap` replaces it meanwhile: one request never mixes two bundle revisions."""
+        if getattr(self._pinned, "recommender", None) is not None:  # already inside a pinned request
+            yield
+            return
+        self._pinned.recommender = self._recommender
+        try:
+            yield
+        finally:
+            self._pinned.recommender = None
+
+    def swap(self, recommender: Recommender) -> None:
+        """Serve ``recommender`` from the next request on: one reference replaced, no request waits."""
+        previous, self._recommender = self._recommender, recommender
+        logger.info("Now serving bundle revision %s (%d items); was %s", recommender.revision["id"],
+                    recommender.catalog.live_count, previous.revision["id"] if previous else "none")
 
     @property
     def ready(self) -> bool:

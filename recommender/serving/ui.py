@@ -22,6 +22,8 @@ from .startup import Startup
 
 #: Largest upload the server accepts (a YouTube thumbnail is well under 1 MB).
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
+#: How often an open page refreshes its banner when the app watches its bundle for new revisions.
+WATCHED_BANNER_SECONDS = 15.0
 #: Recommendation requests served at once; the engine is thread-safe and mostly waits on small matrix products.
 DEFAULT_CONCURRENCY = 4
 THEME = gr.themes.Soft(primary_hue="red", secondary_hue="slate", neutral_hue="slate")
@@ -151,7 +153,7 @@ def banner_text(api: Endpoints) -> str:
             f"{info['text_index']}) · thumbnails: {info['image_encoder'].upper()}"
             f"{' + title head' if info['title_head'] else ''} ({info['image_dimension']}-d, "
             f"{info['image_index']}) · default α {info['default_alpha']:.2f} · bundle: "
-            f"{markdown_text(info['bundle'], limit=200)}")
+            f"{markdown_text(info['bundle'], limit=200)} · revision `{info['revision']['id']}`")
 
 
 def refresh(api: Endpoints):
@@ -161,10 +163,12 @@ def refresh(api: Endpoints):
     def update(shown: dict | None) -> tuple:
         if not api.startup.ready:
             return banner_text(api), gr.skip(), gr.skip(), gr.skip(), gr.Timer(active=not api.startup.failed)
+        # A watched bundle can change revision: the banner keeps saying which one is served.
+        timer = gr.Timer(WATCHED_BANNER_SECONDS, active=True) if api.startup.watch_status else gr.Timer(active=False)
         if shown and shown.get("items"):
-            return banner_text(api), gr.skip(), gr.skip(), gr.skip(), gr.Timer(active=False)
+            return banner_text(api), gr.skip(), gr.skip(), gr.skip(), timer
         gallery, page = api.shuffle_catalog()
-        return banner_text(api), gallery, page, api.recommender.default_alpha, gr.Timer(active=False)
+        return banner_text(api), gallery, page, api.recommender.default_alpha, timer
 
     return update
 
