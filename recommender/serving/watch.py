@@ -25,6 +25,7 @@ from pathlib import Path
 from ..data.bundle import MANIFEST, is_repo_id
 from ..data.live import describe_revision
 from ..engine import Recommender
+from .public import without_paths
 from .startup import ONNX_PROBE_TITLES, Startup
 
 logger = logging.getLogger(__name__)
@@ -121,7 +122,7 @@ class BundleWatcher:
             recommender = self.load(key)
         except Exception as error:  # reported, and the old revision keeps serving
             self._failed = key
-            status["error"] = f"revision {key[:12]} did not load: {error}"
+            status["error"] = f"revision {key[:12]} did not load: {without_paths(str(error))}"  # shown to visitors
             logger.exception("Revision %s of %s did not load; still serving %s", key[:12], self.startup.plan.source,
                              current.revision["id"])
             return False
