@@ -115,7 +115,10 @@ def append_index(index: faiss.Index, segment: faiss.Index, vectors: np.ndarray) 
 
 def empty_like(index: faiss.Index) -> faiss.Index:
     """A copy of ``index`` with its training (IVF centroids, PQ codebooks, HNSW settings) and no entries."""
-    empty = faiss.clone_index(index)
+    try:
+        empty = faiss.clone_index(index)
+    except RuntimeError:  # FAISS cannot clone some transforms (e.g. L2norm): a serialised round trip copies all
+        empty = faiss.deserialize_index(faiss.serialize_index(index))
     empty.reset()
     return empty
 
