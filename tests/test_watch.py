@@ -9,12 +9,14 @@ error or a mix.
 from __future__ import annotations
 
 import shutil
+import tempfile
 import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from gradio.utils import get_upload_folder
 from gradio_client import Client, handle_file
 
 from recommender import Recommender
@@ -137,8 +139,12 @@ def test_queries_through_a_swap_see_the_old_or_the_new_bundle_never_an_error(fol
     startup.swap = lambda recommender: revisions.setdefault(recommender.revision["id"], recommender) and swap(recommender)
     watcher = BundleWatcher(startup, interval=0.05).start()
     thumbnails = []
+    # The expected answers call the endpoints directly, which read only uploads: put the files where uploads go.
+    upload_folder = Path(get_upload_folder())
+    upload_folder.mkdir(parents=True, exist_ok=True)
+    uploads = Path(tempfile.mkdtemp(dir=upload_folder))
     for record in RECORDS[::5]:
-        path = tmp_path / f"{record['video_id']}.jpg"
+        path = uploads / f"{record['video_id']}.jpg"
         path.write_bytes(record["image"]["bytes"])
         thumbnails.append((str(path), record["title"]))
     requests = [("/recommend_item", {"item_id": item, "mode": mode, "k": 10})
