@@ -36,6 +36,10 @@ MODES = ("image", "text", "hybrid")
 MAX_K = 100
 #: Hybrid queries whose thumbnails can be encoded at once (the app serves 4 queries at a time).
 HYBRID_WORKERS = 16
+#: Encodes a hybrid query's thumbnail while the calling thread encodes its title: a worker per
+#: concurrent hybrid query, so none waits for another's thumbnail. One pool per process, shared by
+#: every Recommender: a hot swap to a new bundle revision must not leave an old pool's threads behind.
+_THUMBNAIL_POOL = ThreadPoolExecutor(max_workers=HYBRID_WORKERS, thread_name_prefix="encode-thumbnail")
 
 
 @dataclass(frozen=True)
@@ -51,9 +55,10 @@ class Recommender:
     def __init__(self, catalog: Catalog, thumbnail_encoder: ThumbnailEncoder, title_encoder: TitleEncoder,
                  image_vectors: np.ndarray, text_vectors: np.ndarray, image_index: faiss.Index,
                  text_index: faiss.Index, manifest: dict | None = None, title_head: TitleHead | None = None,
-                 search: SearchConfig | None = None):
+                 search: SearchConfig | None = None, folder: Path | None = None):
         """Serve these parts (as :meth:`load` reads them from a bundle). ``search`` defaults to the
-        manifest's ``search`` section; the indexes are set to search as it says."""
+        manifest's ``search`` section; the indexes are set to search as it says. ``folder``: where the
+        bundle was read from (a Hub snapshot's names the commit of its revision)."""
         count = len(catalog)
         for name, array in (("image vectors", image_vectors), ("text vectors", text_vectors)):
             if array.shape[0] != count:
@@ -78,14 +83,11 @@ class Recommender:
         self.image_index = image_index
         self.text_index = text_index
         self.manifest = manifest or {}
-        #: Which bundle revision this is (``load`` adds the Hub commit it came from, if any).
-        self.revision = describe_revision(self.manifest, live_items=catalog.live_count)
+        #: Which bundle revision this is (with the Hub commit it came from, if any).
+        self.revision = describe_revision(self.manifest, folder, catalog.live_count)
         self.search = search if search is not None else read_search_config(self.manifest)
         for index in (image_index, text_index):
             apply_search_config(index, self.search)
-        #: Encodes a hybrid query's thumbnail while the calling thread encodes its title: a worker per
-        #: concurrent hybrid query, so none waits for another's thumbnail (idle workers cost nothing).
-        self._image_encoding = ThreadPoolExecutor(max_workers=HYBRID_WORKERS, thread_name_prefix="encode-thumbnail")
 
     @classmethod
     def load(cls, source: str | Path = DEFAULT_BUNDLE_DIR, revision: str | None = None,
@@ -136,10 +138,8 @@ class Recommender:
         image_index = parts.index("image", image_vectors, search_config)
         text_index = parts.index("text", text_vectors, search_config)
         logger.info("Loaded bundle %s: %d items", folder, catalog.live_count)
-        recommender = cls(catalog, thumbnail_encoder, title_encoder, image_vectors, text_vectors, image_index,
-                          text_index, manifest, title_head, search_config)
-        recommender.revision = describe_revision(manifest, folder, catalog.live_count)
-        return recommender
+        return cls(catalog, thumbnail_encoder, title_encoder, image_vectors, text_vectors, image_index, text_index,
+                   manifest, title_head, search_config, folder)
 
     @property
     def default_alpha(self) -> float:
@@ -263,7 +263,7 @@ class Recommender:
         """Thumbnail and title at the same time, on two cores: a hybrid upload costs the slower of
         the two encoders rather than their sum. The title is checked first, so a bad one wastes nothing."""
         clean_title(title)
-        pending = self._image_encoding.submit(self.encode_image, image)
+        pending = _THUMBNAIL_POOL.submit(self.encode_image, image)
         text_vector = self.encode_title(title)
         return pending.result(), text_vector  # result() raises the thumbnail's own error, if any
 
@@ -300,7 +300,6 @@ class Recommender:
         return results
 
 
-def _is_model(encoder: TitleEncoder, model: str, revision: str | None, prefix: str | None) -> bool:
+def _is_model(encoder: TitleEncoder, model: str, revision: str | None, prefix: str) -> bool:
     """Whether ``encoder`` is what ``TitleEncoder(model, revision, prefix)`` would load."""
-    return (encoder.model_name_or_path, encoder.revision, encoder.prefix) == (
-        str(model), revision, default_prefix(model) if prefix is None else prefix)
+    return (encoder.model_name_or_path, encoder.revision, encoder.prefix) == (str(model), revision, prefix)
