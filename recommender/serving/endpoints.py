@@ -13,6 +13,7 @@ import json
 import logging
 import random
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -23,6 +24,7 @@ from ..encoders.titles import MAX_TITLE_CHARS
 from ..engine import Recommender
 from ..errors import InvalidQueryError, RecommenderError
 from ..results import Recommendations
+from .controls import Controls, parse_controls
 from .public import public_name
 from .startup import Startup
 
@@ -117,43 +119,75 @@ class Endpoints:
     @user_errors
     @one_recommender
     def recommend(self, image: Any = None, title: str | None = None, mode: str = "hybrid", k: float = 8,
-                  alpha: float | None = None, fusion: str = "weighted") -> tuple[Gallery, dict]:
-        """Recommend from an uploaded thumbnail and/or a typed title."""
+                  alpha: float | None = None, fusion: str | None = None, where: Any = None, diversity: float = 0.0,
+                  max_per: Any = None, dedupe: bool = True, offset: int = 0, items: Any = None,
+                  exclude: Any = None) -> tuple[Gallery, dict]:
+        """Recommend from an uploaded thumbnail and/or a typed title, or a session of catalog items (``items``,
+        with the thumbnail/title as one more member if given)."""
         title = blank_to_none(title)
         path = uploaded_image(image)
-        results = self.recommender.recommend(image=path, title=title, mode=mode, k=k, alpha=alpha, fusion=fusion)
-        query = {"type": "upload", "title": title, "image": Path(path).name if path else None}
-        return self._answer(results, query, mode, alpha, fusion)
+        controls = parse_controls(where, diversity, max_per, dedupe, offset, items, exclude)
+        fusion = blank_to_none(fusion)
+        results = self.recommender.recommend(image=path, title=title, mode=mode, k=k, alpha=alpha, fusion=fusion,
+                                             **controls.engine_arguments())
+        query = {"type": "session" if controls.items else "upload", "title": title,
+                 "image": Path(path).name if path else None}
+        if controls.items:
+            query["items"] = [self._item(self.recommender.catalog.row_of(item)) for item in controls.items]
+        return self._answer(results, query, mode, alpha, fusion, controls)
 
     @user_errors
     @one_recommender
-    def recommend_item(self, item_id: str, mode: str = "hybrid", k: float = 8, alpha: float | None = None,
-                       fusion: str = "weighted") -> tuple[Gallery, dict]:
-        """Recommend from a catalog item (which never recommends itself)."""
+    def recommend_item(self, item_id: str | None = None, mode: str = "hybrid", k: float = 8,
+                       alpha: float | None = None, fusion: str | None = None, where: Any = None,
+                       diversity: float = 0.0, max_per: Any = None, dedupe: bool = True, offset: int = 0,
+                       items: Any = None, exclude: Any = None) -> tuple[Gallery, dict]:
+        """Recommend from a catalog item (which never recommends itself); with ``items``, from the session of
+        that item (if any) and those items, none of which is returned."""
+        controls = parse_controls(where, diversity, max_per, dedupe, offset, items, exclude)
+        fusion = blank_to_none(fusion)
+        if controls.items:
+            first = blank_to_none(item_id)
+            session = ([str(first).strip()] if first is not None else []) + controls.items
+            controls = replace(controls, items=session)
+            results = self.recommender.recommend(mode=mode, k=k, alpha=alpha, fusion=fusion,
+                                                 **controls.engine_arguments())
+            query = {"type": "session", "items": [self._item(self.recommender.catalog.row_of(item))
+                                                  for item in session]}
+            return self._answer(results, query, mode, alpha, fusion, controls)
         row = self._row(item_id)
         results = self.recommender.recommend(item_id=str(item_id).strip(), mode=mode, k=k, alpha=alpha,
-                                             fusion=fusion)
+                                             fusion=fusion, **controls.engine_arguments())
         query = {"type": "item", **self._item(row)}
-        return self._answer(results, query, mode, alpha, fusion)
+        return self._answer(results, query, mode, alpha, fusion, controls)
 
     def _answer(self, results: Recommendations, query: dict, mode: str, alpha: float | None,
-                fusion: str) -> tuple[Gallery, dict]:
+                fusion: str | None, controls: Controls) -> tuple[Gallery, dict]:
         for note in results.notes:
             gr.Warning(note)
-        gallery = [(self._thumbnail(row), f"{r.rank}. {r.title} · {r.score:.3f}")
-                   for r, row in zip(results, results.rows.tolist())]
         used_alpha = self.recommender.default_alpha if alpha is None else float(alpha)
-        data = {
+        used_fusion = self.recommender.search.fusion if fusion is None else fusion
+        data = jsonable({
             "query": query,
             "requested_mode": mode,
             "mode": results.mode,
             "alpha": used_alpha if results.mode == "hybrid" else None,
-            "fusion": fusion if results.mode == "hybrid" else None,
+            "fusion": used_fusion if results.mode == "hybrid" else None,
+            "controls": {name: value for name, value in controls.engine_arguments().items() if name != "offset"},
             "notes": list(results.notes),
             "results": [r.to_dict() for r in results],
+            "offset": results.offset,
+            "more": results.more,
             "revision": self.recommender.revision["id"],
-        }
-        return gallery, jsonable(data)
+        })
+        return self.gallery_of(data["results"]), data
+
+    def gallery_of(self, results: list[dict]) -> Gallery:
+        """The gallery of results given as JSON (as :meth:`recommend` returns them): thumbnails captioned
+        with rank, title and score."""
+        catalog = self.recommender.catalog
+        return [(self._thumbnail(catalog.row_of(r["item_id"])), f"{r['rank']}. {r['title']} · {r['score']:.3f}"
+                 + (f" (+{len(r['duplicates'])} alike)" if r.get("duplicates") else "")) for r in results]
 
     # -- catalog --------------------------------------------------------------------------------
     @user_errors

@@ -159,21 +159,26 @@ class Startup:
         options = {"text_model": self.text_model} if self.text_model else {}
         build_bundle(self.plan.build_from, self.plan.source, **options, **self.build_options)
 
-    def default_alpha(self) -> float:
-        """The bundle's hybrid weight, known before loading ends when its manifest can be read cheaply.
+    def default_search(self) -> SearchConfig:
+        """The bundle's search settings, known before loading ends when its manifest can be read cheaply.
 
-        The page's α slider starts there, and that is also the default ``gradio_client`` callers get.
+        The page's α slider and fusion choice start there, and those are also the defaults
+        ``gradio_client`` callers see.
         """
         if self._recommender is not None:
-            return self._recommender.default_alpha
+            return self._recommender.search
         if self.plan.build_from:
-            return self.build_options.get("search", SearchConfig()).alpha
+            return self.build_options.get("search", SearchConfig())
         try:
-            return read_search_config(json.loads(self._manifest_path().read_text())).alpha
+            return read_search_config(json.loads(self._manifest_path().read_text()))
         except Exception as error:  # noqa: BLE001 - any problem surfaces when the bundle really loads
-            logger.warning("Cannot read the default alpha of %s yet (%s); the slider starts at %s.",
-                           self.plan.source, error, SearchConfig.alpha)
-            return SearchConfig.alpha
+            logger.warning("Cannot read the search settings of %s yet (%s); the page starts at the defaults.",
+                           self.plan.source, error)
+            return SearchConfig()
+
+    def default_alpha(self) -> float:
+        """The bundle's hybrid weight (see :meth:`default_search`)."""
+        return self.default_search().alpha
 
     def _manifest_path(self) -> Path:
         if Path(self.plan.source).is_dir():

@@ -9,7 +9,6 @@ files in Gradio's upload folder (:func:`~recommender.serving.endpoints.uploaded_
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import gradio as gr
@@ -18,6 +17,7 @@ import pandas as pd
 from ..engine import MAX_K, MODES, Recommender
 from ..search.config import FUSION_METHODS
 from .endpoints import Endpoints
+from .page import FILTER_SLOTS, Page, filter_slot, markdown_text
 from .startup import Startup
 
 #: Largest upload the server accepts (a YouTube thumbnail is well under 1 MB).
@@ -40,7 +40,7 @@ CSS = """
 """
 INTRO = ("# Video recommender\n"
          "Find videos like one you know: from its **thumbnail**, its **title**, or both. "
-         "Click any recommendation to keep exploring from it.")
+         "Click a recommendation to explore from it, add it to a session, or see less like it.")
 TABLE_HEADERS = ("#", "title", "score", "image score", "text score", "item id")
 EMPTY_RESULTS = "Upload a thumbnail, type a title or pick a catalog item, then press **Recommend**."
 
@@ -49,8 +49,10 @@ def create_app(source: Recommender | Startup, concurrency: int = DEFAULT_CONCURR
     """Build the page for a loaded recommender, or for a :class:`Startup` still loading one (it shows progress)."""
     startup = source if isinstance(source, Startup) else Startup.loaded(source)
     api = Endpoints(startup)
-    default_alpha = startup.default_alpha()
+    page = Page(api)
+    search_defaults = startup.default_search()
     first_gallery, first_page = api.shuffle_catalog() if startup.ready else ([], None)
+    first_filters = page.filter_choices() if startup.ready else []
     engine = {"concurrency_limit": concurrency, "concurrency_id": "engine"}
     private = {"api_visibility": "private"}
 
@@ -82,58 +84,108 @@ def create_app(source: Recommender | Startup, concurrency: int = DEFAULT_CONCURR
                         item_id = gr.Textbox(label="Item id", placeholder="pick a video above, or type its id",
                                              elem_id="item-id")
                         item_button = gr.Button("Recommend similar", variant="primary", elem_id="item-button")
+                with gr.Column(visible=False, elem_id="session") as session_box:
+                    session_text = gr.Markdown(elem_id="session-text")
+                    with gr.Row():
+                        session_button = gr.Button("Recommend for this session", variant="primary", size="sm",
+                                                   min_width=120, elem_id="session-button")
+                        clear_session = gr.Button("Clear", size="sm", min_width=80, elem_id="clear-session")
                 with gr.Accordion("Settings", open=True):
                     mode = gr.Radio(list(MODES), value="hybrid", label="Mode", elem_id="mode",
                                     info="image: look-alike thumbnails · text: similar titles · hybrid: both")
                     k = gr.Slider(1, MAX_K, value=8, step=1, label="How many results (k)", elem_id="k")
                     with gr.Column() as hybrid_settings:
-                        alpha = gr.Slider(0, 1, value=default_alpha, step=0.05, label="Title weight α",
+                        alpha = gr.Slider(0, 1, value=search_defaults.alpha, step=0.05, label="Title weight α",
                                           info="0 = thumbnail only, 1 = title only", elem_id="alpha")
-                        fusion = gr.Radio(list(FUSION_METHODS), value="weighted", label="Fusion",
+                        fusion = gr.Radio(list(FUSION_METHODS), value=search_defaults.fusion, label="Fusion",
                                           info="weighted scores, or reciprocal rank fusion", elem_id="fusion")
+                    filters = [gr.Dropdown(**filter_slot(first_filters, slot), multiselect=True,
+                                           info="only these (none = any)", elem_id=f"filter-{slot}")
+                               for slot in range(FILTER_SLOTS)]
+                    diversity = gr.Slider(0, 1, value=0.0, step=0.1, label="Diversity", elem_id="diversity",
+                                          info="0 = closest matches first, 1 = as varied as possible")
+                    dedupe = gr.Checkbox(True, label="Hide near-identical thumbnails", elem_id="dedupe")
             with gr.Column(scale=3, min_width=300, elem_id="results-column"):
                 summary = gr.Markdown(EMPTY_RESULTS, elem_id="summary")
                 results_gallery = gr.Gallery(label="Recommendations", columns=4,
                                              allow_preview=False, interactive=False, object_fit="cover",
                                              height="auto", elem_id="results-gallery")
+                with gr.Column(visible=False, elem_id="selected-actions") as actions:
+                    selected_text = gr.Markdown(elem_id="selected-text")
+                    with gr.Row():
+                        explore_button = gr.Button("More like this", size="sm", min_width=100,
+                                                   elem_id="explore-button")
+                        basket_button = gr.Button("Add to session", size="sm", min_width=100,
+                                                  elem_id="add-to-session")
+                        less_button = gr.Button("Less like this", size="sm", min_width=100,
+                                                elem_id="less-like-this")
+                more_button = gr.Button("More", visible=False, elem_id="more-button")
+                with gr.Row(visible=False, equal_height=True, elem_id="hidden-row") as hidden_row:
+                    hidden_text = gr.Markdown(elem_id="hidden-text")
+                    show_again = gr.Button("Show them again", size="sm", min_width=100, scale=0,
+                                           elem_id="show-hidden")
                 with gr.Accordion("Details", open=True):
                     table = gr.Dataframe(headers=list(TABLE_HEADERS), interactive=False, wrap=True, max_chars=48,
                                          elem_id="details")
                 with gr.Accordion("JSON (what the API returns)", open=False):
                     results_json = gr.JSON(label="results", elem_id="results-json")
+        with gr.Column(visible=False):  # the API's own parameters (the page passes them from its state instead)
+            api_recommend, api_recommend_item = gr.Button(), gr.Button()
+            where, max_per, items, exclude = (gr.JSON(None, label=name) for name in ("where", "max_per", "items",
+                                                                                   "exclude"))
+            offset = gr.Number(0, precision=0, minimum=0, label="offset")
         timer = gr.Timer(1.0, active=not startup.ready)
 
+        filter_columns = gr.State([column for column, _ in first_filters])
+        last_request, excluded, basket, selected = gr.State(None), gr.State([]), gr.State([]), gr.State(None)
         settings = [mode, k, alpha, fusion]
+        controls = [where, diversity, max_per, dedupe, offset, items, exclude]
+        page_settings = [*settings, diversity, dedupe, excluded, filter_columns, *filters]
         shown_results = [results_gallery, results_json]
+        asked = [*shown_results, last_request, more_button, selected, actions]
         picked = [item_id, item_image, item_text]
 
-        # Public API: one event per action, with the JSON beside the gallery.
-        recommend_button.click(api.recommend, [image, title, *settings], shown_results, api_name="recommend",
-                               preprocess=False, scroll_to_output=True, **engine)
-        title.submit(api.recommend, [image, title, *settings], shown_results, preprocess=False, **engine, **private)
-        item_button.click(api.recommend_item, [item_id, *settings], shown_results, api_name="recommend_item",
-                          preprocess=False, scroll_to_output=True, **engine)
+        # Public API: one endpoint per action, with the JSON beside the gallery.
+        api_recommend.click(api.recommend, [image, title, *settings, *controls], shown_results,
+                            api_name="recommend", preprocess=False, **engine)
+        api_recommend_item.click(api.recommend_item, [item_id, *settings, *controls], shown_results,
+                                 api_name="recommend_item", preprocess=False, **engine)
         search.submit(api.search_catalog, search, [catalog_gallery, catalog_json], api_name="search_catalog",
                       preprocess=False)
         shuffle.click(api.shuffle_catalog, None, [catalog_gallery, catalog_json], api_name="shuffle_catalog")
         gr.api(api.info, api_name="info")
 
-        # Page glue: picking an item (from the catalog or from the results) makes it the query.
+        # The page: the same endpoints, called with the visitor's filters, hidden items and session.
+        ask = {"preprocess": False, **engine, **private}
+        for trigger in (recommend_button.click, title.submit):
+            trigger(page.recommend, [image, title, *page_settings], asked, scroll_to_output=True, **ask)
+        item_button.click(page.recommend_item, [item_id, *page_settings], asked, scroll_to_output=True, **ask)
         item_id.submit(show_item(api), [item_id], picked, **private, queue=False).success(
-            api.recommend_item, [item_id, *settings], shown_results, preprocess=False, **engine, **private)
+            page.recommend_item, [item_id, *page_settings], asked, **ask)
         catalog_gallery.select(pick(api, "items"), [catalog_json], picked, **private).success(
-            api.recommend_item, [item_id, *settings], shown_results, preprocess=False, **engine, **private)
-        results_gallery.select(pick(api, "results", switch_to=True), [results_json], [*picked, tabs],
-                               **private).success(
-            api.recommend_item, [item_id, *settings], shown_results, preprocess=False, **engine, **private)
+            page.recommend_item, [item_id, *page_settings], asked, **ask)
+        more_button.click(page.more, [last_request, results_json], [*shown_results, more_button], **ask)
+
+        results_gallery.select(page.select, [results_json], [selected, actions, selected_text], **private,
+                               queue=False)
+        explore_button.click(explore(api), [selected], [*picked, tabs], **private).success(
+            page.recommend_item, [item_id, *page_settings], asked, **ask)
+        basket_button.click(page.add_to_basket, [basket, selected], [basket, session_box, session_text], **private,
+                            queue=False)
+        clear_session.click(page.clear_basket, None, [basket, session_box, session_text], **private, queue=False)
+        session_button.click(page.recommend_session, [basket, *page_settings], asked, scroll_to_output=True, **ask)
+        less_button.click(page.less_like_this, [excluded, selected, last_request],
+                          [excluded, hidden_row, hidden_text, *asked], **ask)
+        show_again.click(page.show_hidden_again, [last_request], [excluded, hidden_row, hidden_text, *asked], **ask)
+
         results_json.change(render_details, results_json, [summary, table], **private, queue=False)
         mode.change(lambda chosen: gr.Column(visible=chosen == "hybrid"), mode, hybrid_settings, **private,
                     queue=False)
 
         # Startup: poll until the recommender is ready, then fill the page.
-        poll, update = [banner, catalog_gallery, catalog_json, alpha, timer], refresh(api)
-        demo.load(update, catalog_json, poll, **private)
-        timer.tick(update, catalog_json, poll, **private)
+        poll = [banner, catalog_gallery, catalog_json, alpha, fusion, filter_columns, *filters, timer]
+        demo.load(refresh(api, page), catalog_json, poll, **private)
+        timer.tick(refresh(api, page), catalog_json, poll, **private)
 
     demo.queue(default_concurrency_limit=concurrency, max_size=64)
     return demo
@@ -156,19 +208,22 @@ def banner_text(api: Endpoints) -> str:
             f"{markdown_text(info['bundle'], limit=200)} · revision `{info['revision']['id']}`")
 
 
-def refresh(api: Endpoints):
-    """Page load and startup polling: progress until ready; then the banner, and a catalog page and α
-    for a page built before the recommender was ready (one built after has them already)."""
+def refresh(api: Endpoints, page: Page):
+    """Page load and startup polling: progress until ready; then the banner, and a catalog page, α, fusion and
+    filters for a page built before the recommender was ready (one built after has them already)."""
 
     def update(shown: dict | None) -> tuple:
+        unchanged = (gr.skip(),) * (5 + FILTER_SLOTS)  # catalog gallery and page, alpha, fusion, filters
         if not api.startup.ready:
-            return banner_text(api), gr.skip(), gr.skip(), gr.skip(), gr.Timer(active=not api.startup.failed)
+            return banner_text(api), *unchanged, gr.Timer(active=not api.startup.failed)
         # A watched bundle can change revision: the banner keeps saying which one is served.
         timer = gr.Timer(WATCHED_BANNER_SECONDS, active=True) if api.startup.watch_status else gr.Timer(active=False)
         if shown and shown.get("items"):
-            return banner_text(api), gr.skip(), gr.skip(), gr.skip(), timer
-        gallery, page = api.shuffle_catalog()
-        return banner_text(api), gallery, page, api.recommender.default_alpha, timer
+            return banner_text(api), *unchanged, timer
+        gallery, catalog_page = api.shuffle_catalog()
+        columns, dropdowns = page.filters()
+        search = api.recommender.search
+        return banner_text(api), gallery, catalog_page, search.alpha, search.fusion, columns, *dropdowns, timer
 
     return update
 
@@ -190,40 +245,71 @@ def preview(api: Endpoints, item_id: str) -> tuple[str, gr.Image, str]:
     return item["item_id"], gr.Image(value=path, visible=True), f"**{markdown_text(item['title'])}**{by}"
 
 
-def pick(api: Endpoints, key: str, switch_to: bool = False):
+def pick(api: Endpoints, key: str):
     """Handler for a click on a gallery whose JSON lists items under ``key``: that item becomes the query."""
 
     def select(data: dict | None, event: gr.SelectData) -> tuple:
         items = (data or {}).get(key) or []
         if not isinstance(event.index, int) or not 0 <= event.index < len(items):
             raise gr.Error("That item is no longer shown; pick again.", print_exception=False)
-        chosen = items[event.index]["item_id"]
-        picked = preview(api, chosen)
-        return (*picked, gr.Tabs(selected="catalog")) if switch_to else picked
+        return preview(api, items[event.index]["item_id"])
 
     return select
+
+
+def explore(api: Endpoints):
+    """Handler for **More like this** on the selected result: it becomes the query, shown in the catalog tab."""
+
+    def go(selected: dict | None) -> tuple:
+        return (*preview(api, Page.chosen(selected)["item_id"]), gr.Tabs(selected="catalog"))
+
+    return go
 
 
 def render_details(data: dict | None) -> tuple[str, pd.DataFrame]:
     """Summary line and details table for a recommendation result (the JSON the API returned)."""
     if not data or "results" not in data:
         return EMPTY_RESULTS, pd.DataFrame(columns=list(TABLE_HEADERS))
-    query = data["query"]
-    if query["type"] == "item":
-        described = f"catalog video **{markdown_text(query['title'])}**"
-    else:
-        parts = [f"thumbnail *{markdown_text(query['image'])}*" if query.get("image") else "",
-                 f"title **{markdown_text(query['title'])}**" if query.get("title") else ""]
-        described = " and ".join(part for part in parts if part)
     how = data["mode"] + (f", α = {data['alpha']:.2f}, {data['fusion']}" if data["mode"] == "hybrid" else "")
-    lines = [f"**{len(data['results'])} recommendations** for {described} ({how}). Click one to explore from it."]
+    how += "".join(f"; {part}" for part in describe_controls(data.get("controls") or {}))
+    lines = [(f"**{len(data['results'])} recommendations** for {describe_query(data['query'])} ({how}). "
+             "Click one to explore from it, add it to a session, or see less like it.")]
     lines += [f"> {note}" for note in data["notes"]]
+    folded = any(r.get("duplicates") for r in data["results"])
     rows = [{"#": r["rank"], "title": r["title"], "score": r["score"], "image score": r["image_score"],
-             "text score": r["text_score"], **r["metadata"], "item id": r["item_id"]} for r in data["results"]]
+             "text score": r["text_score"], **r["metadata"],
+             **({"near-duplicates": len(r.get("duplicates") or [])} if folded else {}), "item id": r["item_id"]}
+            for r in data["results"]]
     return "\n\n".join(lines), pd.DataFrame(rows, columns=list(rows[0]) if rows else list(TABLE_HEADERS)).round(3)
 
 
-def markdown_text(text: str, limit: int = 120) -> str:
-    """User or catalog text shown inside Markdown: shortened, with Markdown syntax characters escaped."""
-    text = text if len(text) <= limit else text[:limit - 1] + "…"
-    return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~])", r"\\\1", text)
+def describe_query(query: dict) -> str:
+    """The query in words: a catalog video, a session of videos, a thumbnail and/or a title."""
+    if query["type"] == "item":
+        return f"catalog video **{markdown_text(query['title'])}**"
+    parts = [f"thumbnail *{markdown_text(query['image'])}*" if query.get("image") else "",
+             f"title **{markdown_text(query['title'])}**" if query.get("title") else ""]
+    if query["type"] == "session":
+        titles = [f"**{markdown_text(item['title'], limit=60)}**" for item in query["items"]]
+        listed = ", ".join(titles[:-1]) + f" and {titles[-1]}" if len(titles) > 1 else titles[0]
+        parts.insert(0, f"a session of {len(titles)} video{'s' if len(titles) != 1 else ''} ({listed})")
+    return " and ".join(part for part in parts if part)
+
+
+def describe_controls(controls: dict) -> list[str]:
+    """The controls that changed the ranking, in words (none for the defaults)."""
+    parts = []
+    for column, allowed in (controls.get("where") or {}).items():
+        if isinstance(allowed, dict):
+            parts.append(f"{markdown_text(column)} not {markdown_text(', '.join(map(str, allowed.get('not', []))))}")
+        else:
+            values = allowed if isinstance(allowed, list) else [allowed]
+            parts.append(f"only {markdown_text(column)} {markdown_text(', '.join(map(str, values)))}")
+    if controls.get("diversity"):
+        parts.append(f"diversity {float(controls['diversity']):.1f}")
+    parts += [f"at most {limit} per {markdown_text(column)}" for column, limit in (controls.get("max_per") or {}).items()]
+    if controls.get("dedupe") is False:
+        parts.append("near-duplicates shown")
+    if controls.get("exclude"):
+        parts.append(f"{len(controls['exclude'])} hidden")
+    return parts
