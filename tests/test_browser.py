@@ -1,7 +1,8 @@
 """The page in a real browser: Debian's headless Chromium driven by Playwright (no ``playwright install``).
 
-Upload a thumbnail and get a hybrid gallery; pick a catalog item; click a result and see it
-become the query; a bad query shows a message; the page fits a phone screen.
+Upload a thumbnail and get a hybrid gallery; pick a catalog item; click a result and explore from it;
+filter by a metadata dropdown; page on with More; ask for a session basket; hide a result with
+"less like this"; a bad query shows a message; the page fits a phone screen.
 """
 
 from __future__ import annotations
@@ -87,6 +88,8 @@ def test_pick_a_catalog_item_then_wander_from_a_result(page: Page) -> None:
     second = table_rows(page)[1]
     next_id, next_title = second["item id"], second["title"]
     page.locator("#results-gallery .thumbnail-item").nth(1).click()
+    expect(page.locator("#selected-text")).to_contain_text(next_title)
+    page.locator("#explore-button").click()
     expect(page.locator("#item-id textarea")).to_have_value(next_id)
     expect(page.locator("#summary")).to_contain_text(f"catalog video {next_title}")
     expect(page.locator("#item-text")).to_contain_text(next_title)
@@ -96,6 +99,72 @@ def test_pick_a_catalog_item_then_wander_from_a_result(page: Page) -> None:
 
 def item_ids(page: Page) -> list[str]:
     return [row["item id"] for row in table_rows(page)]
+
+
+def ask_for_titles(page: Page, title: str, k: int | None = None) -> None:
+    page.locator("#query-title textarea").fill(title)
+    page.locator("#mode").get_by_text("text", exact=True).click()
+    if k is not None:
+        page.locator("#k input[type=number]").fill(str(k))
+        page.locator("#k input[type=number]").press("Enter")
+    page.locator("#recommend-button").click()
+
+
+def select_result(page: Page, index: int) -> None:
+    page.locator("#results-gallery .thumbnail-item").nth(index).click()
+    expect(page.locator("#selected-actions")).to_be_visible()
+
+
+def test_a_filter_dropdown_keeps_only_that_channel(page: Page) -> None:
+    page.get_by_role("combobox", name="channel").click()
+    page.get_by_role("option", name="Crafts", exact=True).click()
+    page.keyboard.press("Escape")
+    ask_for_titles(page, "phone review")
+    expect(page.locator("#summary")).to_contain_text("only channel Crafts")
+    assert {row["channel"] for row in table_rows(page)} == {"Crafts"}  # 8 results, all of the 8 Crafts videos
+
+
+def test_more_appends_the_next_page(page: Page) -> None:
+    ask_for_titles(page, "paper crafts", k=3)
+    first = item_ids_of(table_rows(page, 3))
+    page.locator("#more-button").click()
+    rows = table_rows(page, 6)
+    assert item_ids_of(rows)[:3] == first and len(set(item_ids_of(rows))) == 6
+    assert [row["#"] for row in rows] == [str(rank) for rank in range(1, 7)]
+    expect(page.locator("#results-gallery .thumbnail-item")).to_have_count(6)
+
+
+def test_a_session_basket(page: Page) -> None:
+    ask_for_titles(page, "paper crafts")
+    rows = table_rows(page)
+    chosen = [rows[0], rows[2]]
+    for index in (0, 2):
+        select_result(page, index)
+        page.locator("#add-to-session").click()
+    expect(page.locator("#session-text")).to_contain_text("2 videos")
+    page.locator("#session-button").click()
+    expect(page.locator("#summary")).to_contain_text(
+        f"a session of 2 videos ({chosen[0]['title']} and {chosen[1]['title']})")
+    assert not {row["item id"] for row in chosen} & set(item_ids(page))
+    page.locator("#clear-session").click()
+    expect(page.locator("#session")).to_be_hidden()
+
+
+def test_less_like_this_hides_a_result_until_shown_again(page: Page) -> None:
+    ask_for_titles(page, "paper crafts")
+    hidden = table_rows(page)[0]["item id"]
+    select_result(page, 0)
+    page.locator("#less-like-this").click()
+    expect(page.locator("#hidden-text")).to_contain_text("1 video hidden")
+    expect(page.locator("#summary")).to_contain_text("1 hidden")
+    assert hidden not in item_ids(page)
+    page.locator("#show-hidden").click()
+    expect(page.locator("#hidden-row")).to_be_hidden()
+    expect(page.locator("#details [role=row]").nth(1)).to_contain_text(hidden)
+
+
+def item_ids_of(rows: list[dict]) -> list[str]:
+    return [row["item id"] for row in rows]
 
 
 def test_search_then_a_bad_query_shows_a_message(page: Page) -> None:
@@ -128,6 +197,11 @@ def test_fits_a_phone_screen(browser: Browser, url: str) -> None:
     assert overflow <= 1, f"page is {overflow}px wider than the phone"
     boxes = [page.locator(selector).bounding_box() for selector in ("#recommend-button", "#results-gallery")]
     assert all(box and box["width"] <= 390 for box in boxes)
+    page.locator("#results-gallery .thumbnail-item").first.click()
+    for selector in ("#explore-button", "#add-to-session", "#less-like-this"):
+        box = page.locator(selector).bounding_box()
+        assert box and box["x"] >= 0 and box["x"] + box["width"] <= 390, selector
+    assert page.evaluate("document.documentElement.scrollWidth - window.innerWidth") <= 1
     width = page.locator("#results-gallery .thumbnail-item").first.bounding_box()["width"]
     assert width >= 120, f"result thumbnails are {width:.0f}px wide on a phone"
     assert re.search(r"\d", page.locator("#results-gallery .caption-label").first.inner_text())
