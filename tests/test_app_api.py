@@ -228,6 +228,9 @@ def test_the_documented_examples_run(url: str, page: str) -> None:
     code = "\n".join(block for block in blocks if "gradio_client" in block or "client." in block)
     for endpoint in DOCUMENTED_ENDPOINTS:
         assert f'api_name="{endpoint}"' in code, f"{page} has no example of {endpoint}"
+    controls = ("where", "diversity", "max_per", "dedupe", "offset", "items", "exclude")
+    for control in controls if page == "docs/api.md" else ("where", "offset", "items"):
+        assert f"{control}=" in code, f"{page} has no example of {control}"
     exec(compile(code.replace("http://127.0.0.1:7860/", url), str(source), "exec"), {})
 
 
