@@ -314,12 +314,17 @@ def test_uploads_over_the_cap_are_refused(client: Client, url: str, images: dict
 
 
 # -- the image input names a file: only an uploaded one may be opened -----------------------------------
+#: where, diversity, max_per, dedupe, offset, items, exclude: a raw HTTP call sends every input (gradio_client fills them).
+RAW_CONTROL_DEFAULTS = (None, 0.0, None, True, 0, None, None)
+
+
 def raw_recommend(url: str, image: object, mode: str = "image") -> tuple[str, object]:
     """``/recommend`` called as any HTTP client can, without gradio_client (which always uploads first):
     the event's kind (``complete`` or ``error``) and its data."""
     base = url.rstrip("/")
     sent = httpx.post(f"{base}/gradio_api/call/recommend",
-                      json={"data": [image, "paper plane" if mode == "hybrid" else "", mode, 3, 0.5, "weighted"]},
+                      json={"data": [image, "paper plane" if mode == "hybrid" else "", mode, 3, 0.5, "weighted",
+                                     *RAW_CONTROL_DEFAULTS]},
                       timeout=60)
     sent.raise_for_status()
     stream = httpx.get(f"{base}/gradio_api/call/recommend/{sent.json()['event_id']}", timeout=120).text

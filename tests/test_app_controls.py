@@ -20,7 +20,13 @@ from gradio_client.exceptions import AppError
 
 from recommender import Recommender
 
-from .test_app_api import assert_clear_error, assert_still_serving, result_ids, serve
+from .test_app_api import (
+    RAW_CONTROL_DEFAULTS,
+    assert_clear_error,
+    assert_still_serving,
+    result_ids,
+    serve,
+)
 
 CONTROLS = ("where", "diversity", "max_per", "dedupe", "offset", "items", "exclude")
 
@@ -203,7 +209,8 @@ def test_malformed_where_over_raw_http(url: str) -> None:
     """Any HTTP client, not only gradio_client: the JSON string arrives as it was sent."""
     base = url.rstrip("/")
     sent = httpx.post(f"{base}/gradio_api/call/recommend",
-                      json={"data": [None, "paper", "text", 3, None, None, "{channel: Crafts}"]}, timeout=60)
+                      json={"data": [None, "paper", "text", 3, None, None, "{channel: Crafts}",
+                                     *RAW_CONTROL_DEFAULTS[1:]]}, timeout=60)
     sent.raise_for_status()
     stream = httpx.get(f"{base}/gradio_api/call/recommend/{sent.json()['event_id']}", timeout=120).text
     events = dict(re.findall(r"^event: (\w+)\ndata: (.*)$", stream, flags=re.MULTILINE))
