@@ -219,15 +219,49 @@ def test_malformed_where_over_raw_http(url: str) -> None:
 
 
 # -- the bundle's search settings are the defaults -------------------------------------------------------------------
-def test_fusion_defaults_to_the_bundles(bundle_dir: Path, text_model: Path, tmp_path: Path) -> None:
-    rrf = Recommender.load(bundle_dir, text_model=str(text_model), search={"fusion": "rrf"})
-    item = rrf.catalog.item_ids[5]
-    with serve(rrf) as address:
+def folding_threshold(recommender: Recommender, item: str) -> float:
+    """A dedupe threshold at which this item's image-mode results fold something (the synthetic catalog has
+    no re-uploads, so the bundle's calibrated threshold folds nothing)."""
+    for threshold in (0.95, 0.9, 0.8, 0.7, 0.5, 0.3, 0.0):
+        folding = Recommender(**{**recommender_parts(recommender), "search": recommender.search.replace(
+            dedupe_threshold=threshold)})
+        if any(r.duplicates for r in folding.recommend(item_id=item, mode="image", k=6)):
+            return threshold
+    raise AssertionError("no threshold folds anything")
+
+
+def recommender_parts(recommender: Recommender) -> dict:
+    return {"catalog": recommender.catalog, "thumbnail_encoder": recommender.thumbnail_encoder,
+            "title_encoder": recommender.title_encoder, "image_vectors": recommender.image_vectors,
+            "text_vectors": recommender.text_vectors, "image_index": recommender.image_index,
+            "text_index": recommender.text_index, "manifest": recommender.manifest,
+            "title_head": recommender.title_head}
+
+
+def test_the_bundles_fusion_and_dedupe_threshold_are_the_defaults(recommender: Recommender, bundle_dir: Path,
+                                                                  text_model: Path, tmp_path: Path) -> None:
+    """A bundle whose search settings say rrf and a low dedupe threshold: left out, fusion is rrf (explicit
+    values still win), and dedupe folds results, listing them in ``duplicates``; dedupe=False shows them."""
+    item = recommender.catalog.item_ids[5]
+    threshold = folding_threshold(recommender, item)
+    bundle = Recommender.load(bundle_dir, text_model=str(text_model),
+                              search={"fusion": "rrf", "dedupe_threshold": threshold})
+    with serve(bundle) as address:
         client = Client(address, verbose=False, download_files=str(tmp_path))
         parameters = client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/recommend_item"]
         assert next(p for p in parameters["parameters"] if p["parameter_name"] == "fusion")["parameter_default"] == "rrf"
         _, data = client.predict(item_id=item, k=6, api_name="/recommend_item")
-        assert data["fusion"] == "rrf" and result_ids(data) == engine_ids(rrf, item_id=item, k=6, fusion="rrf")
+        assert data["fusion"] == "rrf" and result_ids(data) == engine_ids(bundle, item_id=item, k=6, fusion="rrf")
         _, weighted = client.predict(item_id=item, k=6, fusion="weighted", api_name="/recommend_item")
         assert weighted["fusion"] == "weighted"
-        assert result_ids(weighted) == engine_ids(rrf, item_id=item, k=6, fusion="weighted")
+        assert result_ids(weighted) == engine_ids(bundle, item_id=item, k=6, fusion="weighted")
+
+        _, folded = client.predict(item_id=item, mode="image", k=6, api_name="/recommend_item")
+        hidden = [duplicate for r in folded["results"] for duplicate in r["duplicates"]]
+        assert hidden and not set(hidden) & set(result_ids(folded))
+        expected = bundle.recommend(item_id=item, mode="image", k=6)
+        assert [r["duplicates"] for r in folded["results"]] == [r.duplicates for r in expected]
+        every = len(bundle.catalog) - 1
+        _, everything = client.predict(item_id=item, mode="image", k=every, dedupe=False, api_name="/recommend_item")
+        assert set(hidden) <= set(result_ids(everything))  # shown again without dedupe
+        assert all(r["duplicates"] == [] for r in everything["results"])
