@@ -184,9 +184,10 @@ class Endpoints:
 
     def gallery_of(self, results: list[dict]) -> Gallery:
         """The gallery of results given as JSON (as :meth:`recommend` returns them): thumbnails captioned
-        with rank, title and score."""
+        with rank, title and score. (A page shown before a live update removed one of its items keeps its
+        thumbnail: ``lookup`` finds removed rows too.)"""
         catalog = self.recommender.catalog
-        return [(self._thumbnail(catalog.row_of(r["item_id"])), f"{r['rank']}. {r['title']} · {r['score']:.3f}"
+        return [(self._thumbnail(catalog.lookup(r["item_id"])), f"{r['rank']}. {r['title']} · {r['score']:.3f}"
                  + (f" (+{len(r['duplicates'])} alike)" if r.get("duplicates") else "")) for r in results]
 
     # -- catalog --------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from typing import Any
 
 import gradio as gr
 
-from .endpoints import Endpoints
+from .endpoints import Endpoints, user_errors
 
 #: Metadata columns offered as filter dropdowns (the page has this many slots).
 FILTER_SLOTS = 3
@@ -78,6 +78,7 @@ class Page:
         return (gr.Gallery(gallery, selected_index=None), data, request, gr.Button(visible=data["more"]), None,
                 gr.Column(visible=False))
 
+    @user_errors
     def more(self, request: Request | None, shown: dict | None) -> tuple:
         """**More**: the next page of the same ranking, appended to what is shown."""
         if not request or not shown or "results" not in shown:
