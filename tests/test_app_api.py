@@ -254,7 +254,7 @@ BAD_QUERIES = {
     "whitespace title in text mode": ({"title": "   \t ", "mode": "text"}, "needs a title"),
     "10,000-character title": ({"title": "a" * 10_000, "mode": "text"}, "10,000 characters"),
     "no query at all": ({"mode": "hybrid"}, "Give a thumbnail, a title"),
-    "image mode without an image": ({"title": "paper", "mode": "image"}, "needs a thumbnail"),
+    "image mode with neither image nor title": ({"mode": "image"}, "Image mode needs a thumbnail"),
     "k = 0": ({"title": "paper", "mode": "text", "k": 0}, "k must be a whole number from 1 to 100"),
     "k = 101": ({"title": "paper", "mode": "text", "k": 101}, "k must be a whole number from 1 to 100"),
     "k = 2.5": ({"title": "paper", "mode": "text", "k": 2.5}, "k must be a whole number"),

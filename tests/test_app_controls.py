@@ -86,6 +86,14 @@ def test_positional_calls_of_today_keep_todays_answers(client: Client, recommend
     assert result_ids(data) == engine_ids(recommender, item_id=item, mode="image", k=4)
 
 
+def test_a_title_alone_finds_thumbnails_in_image_mode(client: Client, recommender: Recommender) -> None:
+    _, data = client.predict(title="paper crafts", mode="image", k=5, api_name="/recommend")
+    expected = recommender.recommend(title="paper crafts", mode="image", k=5)
+    assert data["mode"] == "image" and data["notes"] == [] and len(data["results"]) == 5
+    assert result_ids(data) == [r.item_id for r in expected]
+    assert all(r["text_score"] is None for r in data["results"])  # ranked by the image vectors alone
+
+
 # -- where ------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("where", [{"channel": "Crafts"}, '{"channel": "Crafts"}', {"channel": ["Crafts"]},
                                    {"channel": ["Crafts", "Tech Reviews"]}, {"channel": {"not": ["Crafts"]}}])

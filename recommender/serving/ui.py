@@ -92,7 +92,8 @@ def create_app(source: Recommender | Startup, concurrency: int = DEFAULT_CONCURR
                         clear_session = gr.Button("Clear", size="sm", min_width=80, elem_id="clear-session")
                 with gr.Accordion("Settings", open=True):
                     mode = gr.Radio(list(MODES), value="hybrid", label="Mode", elem_id="mode",
-                                    info="image: look-alike thumbnails · text: similar titles · hybrid: both")
+                                    info="image: look-alike thumbnails (or thumbnails for a title) · text: similar titles · "
+                                         "hybrid: both")
                     k = gr.Slider(1, MAX_K, value=8, step=1, label="How many results (k)", elem_id="k")
                     with gr.Column() as hybrid_settings:
                         alpha = gr.Slider(0, 1, value=search_defaults.alpha, step=0.05, label="Title weight α",
