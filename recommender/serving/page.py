@@ -68,6 +68,7 @@ class Page:
     @staticmethod
     def settings(mode: Any, k: Any, alpha: Any, fusion: Any, diversity: Any, dedupe: Any, excluded: list[Item] | None,
                  columns: list[str] | None, *chosen: Any) -> dict[str, Any]:
+        """Endpoint arguments from the settings panel, the filter dropdowns and the items hidden so far."""
         return {"mode": mode, "k": k, "alpha": alpha, "fusion": fusion, "diversity": diversity, "dedupe": dedupe,
                 "where": where_of(columns, chosen), "exclude": [item["item_id"] for item in excluded or []] or None}
 
