@@ -363,3 +363,31 @@ def test_never_seen_videos_are_uploaded_to_a_bundle_built_without_them(bundle_di
     expected_random = np.mean([channels.count(catalog.metadata(catalog.row_of(i))["channel"]) / 24
                                for i in result.held_out_ids])
     assert result.reference.random["P@5"] == pytest.approx(expected_random)
+
+
+# ---------------------------------------------------------------- live bundles
+
+def test_evaluate_asks_and_finds_only_the_live_items_of_a_bundle_with_removals(bundle_dir: Path, text_model: Path,
+                                                                              tmp_path: Path):
+    from train.evaluation import evaluate
+    from train.live import remove_items
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(bundle_dir, bundle)
+    gone = ["vid000", "vid101", "vid102", "vid305"]
+    remove_items(bundle, gone)
+    report = evaluate(bundle, text_model=str(text_model), output_dir=tmp_path / "report", reupload_items=40,
+                      verify_queries=28, examples=1, set_alpha=False, folds=2, holdout=False,
+                      show_progress_bar=False)
+    catalog = Recommender.load(bundle, text_model=str(text_model)).catalog
+    removed = {catalog.lookup(item_id) for item_id in gone}
+    assert report.info.queries == 28 and report.rankings.verification.queries == 28
+    for ranked in report.rankings.ranked.values():
+        assert len(ranked) == 28 and removed.isdisjoint(ranked.ravel().tolist())
+    assert report.reupload.queries == 28 and removed.isdisjoint(report.reupload.rows.tolist())
+    # Channel "Crafts" lost two of its 8 videos: its live queries have 5 others to find, among 27 candidates.
+    crafts = [row for row in catalog.live_rows() if catalog.metadata(int(row))["channel"] == "Crafts"]
+    assert len(crafts) == 6
+    expected_random = np.mean([(8 - 1 - (channel == 0) - 2 * (channel == 1) - (channel == 3)) / 27
+                               for channel in (0,) * 7 + (1,) * 6 + (2,) * 8 + (3,) * 7])
+    assert report.rankings.reference.random["P@10"] == pytest.approx(expected_random)

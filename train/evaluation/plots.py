@@ -75,17 +75,19 @@ def plot_examples(context: EvaluationContext, ranked: dict[str, np.ndarray], pat
     (query first, then its top results framed green when relevant, red when not)."""
     import matplotlib.pyplot as plt
 
-    catalog, labels = context.recommender.catalog, context.labels
+    catalog, labels, rows = context.recommender.catalog, context.labels, context.rows
     rng = np.random.default_rng(context.seed + 1)
     codes, sizes = np.unique(labels[labels >= 0], return_counts=True)
-    queries = [int(rng.choice(np.flatnonzero(labels == code))) for code in codes[np.argsort(-sizes)][:examples]]
+    # Positions among the asked rows (``ranked`` is in their order), one per large label.
+    queries = [int(rng.choice(np.flatnonzero(labels[rows] == code))) for code in codes[np.argsort(-sizes)][:examples]]
     modes = ("image", "text", "hybrid")
     figure, axes = plt.subplots(len(queries) * len(modes), shown + 1,
                                 figsize=(2.1 * (shown + 1), 1.75 * len(queries) * len(modes)), squeeze=False)
-    for q, row in enumerate(queries):
+    for q, position in enumerate(queries):
+        row = int(rows[position])
         for m, mode in enumerate(modes):
             line = axes[q * len(modes) + m]
-            results = [row] + [int(r) for r in ranked[mode][row][:shown]]
+            results = [row] + [int(r) for r in ranked[mode][position][:shown]]
             for column, item in enumerate(results):
                 axis = line[column]
                 axis.set_xticks([])

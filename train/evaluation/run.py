@@ -79,7 +79,7 @@ def _bundle_info(context: EvaluationContext) -> BundleInfo:
     manifest, info = recommender.manifest, recommender.info()
     return BundleInfo(
         bundle=str(context.bundle), created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        code_commit=_git_commit(), label=context.label, queries=len(recommender), labels=len(context.label_names),
+        code_commit=_git_commit(), label=context.label, queries=len(context.rows), labels=len(context.label_names),
         ks=list(context.ks),
         image_encoder={key: manifest.get("image_encoder", {}).get(key) for key in ("architecture", "dimension",
                                                                                      "parameters")},
