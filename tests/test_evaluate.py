@@ -208,9 +208,10 @@ def test_evaluate_command_writes_report_and_tunes_the_manifest(bundle_dir: Path,
     assert "Never-seen uploads (8 videos held out" in printed
 
     report_dir = bundle / "evaluation"
-    for name in ("report.md", "metrics.json", "alpha_sweep.png", "per_label_precision.png", "examples.png"):
+    plots = ("alpha_sweep.png", "per_label_precision.png", "examples.png", "diversity.png", "dedupe.png")
+    for name in ("report.md", "metrics.json", *plots):
         assert (report_dir / name).is_file(), name
-    for name in ("alpha_sweep.png", "per_label_precision.png", "examples.png"):
+    for name in plots:
         assert Image.open(report_dir / name).format == "PNG"
     metrics = json.loads((report_dir / "metrics.json").read_text())
     assert metrics["info"]["queries"] == 32 and metrics["info"]["labels"] == 4
@@ -237,8 +238,14 @@ def test_evaluate_command_writes_report_and_tunes_the_manifest(bundle_dir: Path,
     assert never_seen["held_out"] == 8 and never_seen["catalog_items"] == 24 and never_seen["epochs"] == 1
     for mode in ("image", "text", "hybrid"):
         assert 0.0 <= never_seen["modes"][mode]["P@10"] <= never_seen["reference"]["ceiling"]["P@10"] + 1e-9
+    for name in ("diversity", "dedupe", "sessions", "title_search"):  # the recommendation controls, measured too
+        assert metrics[name]["primary"] == metrics[name]["primary"], name  # not NaN
+    assert [point["diversity"] for point in metrics["diversity"]["modes"]["hybrid"]] == [0, .1, .2, .3, .5, .7, 1]
+    assert {score["size"] for score in metrics["sessions"]["scores"]} == {1, 3, 5}
     report = (report_dir / "report.md").read_text()
     assert "## Re-upload robustness" in report and "![alpha sweep](alpha_sweep.png)" in report
+    for section in ("## Diversity (MMR)", "## Dedupe calibration", "## Sessions", "## Title -> thumbnails"):
+        assert section in report, section
     assert "## Never-seen uploads (8 held-out videos)" in report and "| hybrid (both) |" in report
 
     manifest = read_manifest(bundle, verify=True)  # rewritten with valid checksums
