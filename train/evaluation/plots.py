@@ -125,7 +125,7 @@ def plot_diversity(result: DiversityResult, path: Path) -> None:
         for axis, values in zip(axes, ([p.diversity for p in points], [p.ils for p in points],
                                        [p.distinct for p in points])):
             axis.plot(values, precision, "-o", markersize=3, label=mode)
-        for point in points[1:]:
+        for point in (point for point in points if point.diversity >= 0.5):  # the low ones overlap
             axes[1].annotate(f"{point.diversity:g}", (point.ils, point.precision), fontsize=6,
                              textcoords="offset points", xytext=(3, 3))
     k, label = result.k, result.label
@@ -155,10 +155,10 @@ def plot_dedupe(result: DedupeResult, path: Path) -> None:
     if result.rates[0].known_duplicates is not None:
         axis.plot(thresholds, [rates.known_duplicates for rates in result.rates], "-s", color="black", markersize=3,
                   label=f"known duplicates ({len(result.duplicate_pairs)} pairs)")
-    axis.plot(thresholds, [rates.distinct_same_label for rates in result.rates], "--", color="tab:red",
-              label=f"distinct videos, same {result.label} (false collapse)")
-    axis.plot(thresholds, [rates.distinct_any_label for rates in result.rates], ":", color="tab:red",
-              label="distinct videos, any label (false collapse)")
+    axis.plot(thresholds, [rates.distinct_same_label for rates in result.rates], "--", color="tab:purple",
+              linewidth=2, label=f"distinct videos, same {result.label} (false collapse)")
+    axis.plot(thresholds, [rates.distinct_any_label for rates in result.rates], ":", color="tab:purple",
+              linewidth=2, label=f"distinct videos, any {result.label} (false collapse)")
     axis.axvline(result.threshold, color="grey", linewidth=0.8, label=f"recommended {result.threshold}")
     axis.set(xlabel="dedupe threshold (cosine of thumbnail features)", ylabel="share collapsed",
              title="Dedupe calibration", ylim=(-0.02, 1.02))
