@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,14 +26,22 @@ from .encoders.title_head import TitleHead
 from .encoders.titles import TitleEncoder, clean_title, default_prefix
 from .errors import BundleError, InvalidQueryError
 from .results import Recommendation, Recommendations
+from .search.candidates import Pool, hybrid_pool, single_pool
 from .search.config import FUSION_METHODS, SearchConfig
-from .search.index import apply_search_config, describe_index, search_live
-from .search.ranking import fuse_candidates, hybrid_candidates, search_excluding
+from .search.dedupe import hidden_copies
+from .search.filters import Condition, MetadataColumns, RowMask, parse_caps, parse_where
+from .search.index import apply_search_config, describe_index, normalize, search_live
+from .search.paging import Tiers, anything_left, rank
+from .search.rerank import Caps, Selection, Similarity
+from .search.sessions import centroid, rank_fusion
 
 logger = logging.getLogger(__name__)
 
 MODES = ("image", "text", "hybrid")
 MAX_K = 100
+#: Deepest page start: a page past the candidate pool searches a deeper one, so paging has a cost.
+MAX_OFFSET = 1000
+MAX_SESSION_ITEMS = 50
 #: Hybrid queries whose thumbnails can be encoded at once (the app serves 4 queries at a time).
 HYBRID_WORKERS = 16
 #: Encodes a hybrid query's thumbnail while the calling thread encodes its title: a worker per
@@ -47,6 +55,19 @@ class _Query:
     image_vector: np.ndarray | None
     text_vector: np.ndarray | None
     exclude_row: int | None
+
+
+@dataclass(frozen=True)
+class _Controls:
+    """A query's checked controls: filter conditions, MMR weight, caps, dedupe, page start, session and excluded rows."""
+
+    conditions: dict[str, Condition]
+    diversity: float
+    caps: dict[str, int]
+    dedupe: bool
+    offset: int
+    session_rows: list[int]
+    exclude_rows: list[int]
 
 
 class Recommender:
@@ -86,6 +107,7 @@ class Recommender:
         #: Which bundle revision this is (with the Hub commit it came from, if any).
         self.revision = describe_revision(self.manifest, folder, catalog.live_count)
         self.search = search if search is not None else read_search_config(self.manifest)
+        self._metadata = MetadataColumns(catalog.metadata_columns, lambda column: catalog.dataset[column])
         for index in (image_index, text_index):
             apply_search_config(index, self.search)
 
@@ -190,28 +212,167 @@ class Recommender:
         return self.title_head.join(features, self.title_head.predict(features, np.maximum(nearest[:, 0], 0)))
 
     def recommend(self, image: ImageInput | None = None, title: str | None = None, item_id: str | int | None = None,
-                  mode: str = "hybrid", k: int = 8, alpha: float | None = None,
-                  fusion: str | None = None) -> Recommendations:
-        """Rank catalog items for a query given as an image, a title, both, or a catalog item.
+                  mode: str = "hybrid", k: int = 8, alpha: float | None = None, fusion: str | None = None, *,
+                  where: Mapping[str, object] | None = None, diversity: float = 0.0,
+                  max_per: Mapping[str, int] | None = None, dedupe: bool = True, offset: int = 0,
+                  items: Sequence[str | int] | None = None,
+                  exclude: Sequence[str | int] | None = None) -> Recommendations:
+        """Rank catalog items for a query given as an image, a title, both, a catalog item or a session.
 
         A catalog item is queried with its stored vectors and never recommends itself. In hybrid
         mode ``alpha`` weighs text against image (default: the bundle's tuned value); with only one
-        of the two inputs, hybrid falls back to that modality and says so in ``.notes``.
+        of the two inputs, hybrid falls back to that modality and says so in ``.notes``. In image
+        mode a title alone is searched through the title head's predicted-title half of the image vectors.
+
+        Controls (see docs/api.md): ``where`` keeps items whose metadata match (``{"channel": "A"}``,
+        a list of values, or ``{"not": [...]}``; columns ANDed); ``diversity`` (0-1) re-ranks by MMR;
+        ``max_per`` caps results per metadata value (``{"channel": 2}``); ``dedupe`` folds near-identical
+        thumbnails into the higher-ranked one (``.duplicates``); ``offset`` gives results
+        ``[offset, offset + k)`` of one ranking (``.more``: whether a next page exists); ``items`` asks
+        for several catalog items at once (with ``image``/``title`` as one more member), none of them
+        returned; ``exclude`` names items never to return.
         """
         mode, k, alpha, fusion = self._check_parameters(mode, k, alpha, fusion)
-        query = self._build_query(image, title, item_id, mode)
+        controls = self._check_controls(where, diversity, max_per, dedupe, offset, items, exclude)
+        if controls.session_rows and item_id is not None and item_id != "":
+            raise InvalidQueryError("Give either item_id or items (a session), not both.")
+        members = [_Query(self.image_vectors[row:row + 1], self.text_vectors[row:row + 1], row)
+                   for row in controls.session_rows]
+        if not members or image is not None or (title is not None and str(title).strip()):
+            members.append(self._build_query(image, title, item_id, mode))
         notes: list[str] = []
-        if mode == "hybrid" and (query.image_vector is None or query.text_vector is None):
-            mode = "image" if query.image_vector is not None else "text"
+        has_image = any(member.image_vector is not None for member in members)
+        has_text = any(member.text_vector is not None for member in members)
+        if mode == "hybrid" and not (has_image and has_text):
+            mode = "image" if has_image else "text"
             notes.append(f"Hybrid needs both a thumbnail and a title; only a {'thumbnail' if mode == 'image' else 'title'} "
                          f"was given, so this is {mode} mode.")
-        if mode == "hybrid":
-            rows, scores = self._hybrid_candidates(query, k, alpha, fusion)
+        query = members[0] if len(members) == 1 else _Query(
+            centroid([m.image_vector for m in members if m.image_vector is not None]) if has_image else None,
+            centroid([m.text_vector for m in members if m.text_vector is not None]) if has_text else None, None)
+        mask = self._row_mask(controls, query.exclude_row)
+        if mask is not None and mask.count == 0:
+            notes.append("No recommendations: no catalog item matches the filter." if controls.conditions else
+                         "No recommendations: every catalog item is excluded.")
+            return Recommendations([], mode, notes, np.zeros(0, dtype=np.int64), controls.offset, False)
+        if len(members) > 1 and self.search.session_fusion == "rrf":
+            def pool_at(depth: int) -> Pool:
+                return rank_fusion([self._pool(member, mode, depth, alpha, fusion, mask) for member in members],
+                                   self.search.rrf_k)
         else:
-            rows, scores = self._single_mode(query, mode, k)
-        if not len(rows):
+            def pool_at(depth: int) -> Pool:
+                return self._pool(query, mode, depth, alpha, fusion, mask)
+        selection = Selection(controls.diversity, self._similarity(mode, alpha),
+                              self._looks if controls.dedupe else None, self.search.dedupe_threshold,
+                              self._caps(controls.caps))
+        admitted = self.catalog.removed.live.copy() if mask is None else mask.allowed
+        if mask is None and query.exclude_row is not None:
+            admitted[query.exclude_row] = False
+        count = len(self.catalog)
+        tiers = Tiers(-(-self.search.min_candidates // self.search.candidate_factor),
+                      lambda size: self.search.candidate_depth(size, count),
+                      self.catalog.live_count if mask is None else mask.count)
+        rank(selection, pool_at, controls.offset + k, tiers)
+        page = slice(controls.offset, controls.offset + k)
+        rows = np.asarray(selection.picked[page], dtype=np.int64)
+        scores = np.asarray(selection.scores[page], dtype=np.float32)
+        if not len(rows) and not controls.offset:
             notes.append(self._nothing_found(query))
-        return Recommendations(self._describe(rows, scores, query), mode, notes, rows)
+        duplicates = self._hidden_copies(selection, controls.offset, admitted) if controls.dedupe else [[]] * len(rows)
+        results = self._describe(rows, scores, query, duplicates, controls.offset)
+        return Recommendations(results, mode, notes, rows, controls.offset, anything_left(selection, admitted))
+
+    def filterable_columns(self, max_values: int = 50) -> dict[str, list[str]]:
+        """Metadata columns with at most ``max_values`` distinct values among live items, and those
+        values, most frequent first: what ``where`` and ``max_per`` are offered on (the page's dropdowns)."""
+        live = self.catalog.removed.live
+        columns = {}
+        for column in self._metadata.names:
+            values = self._metadata.frequent_values(column, live, max_values)
+            if values:
+                columns[column] = values
+        return columns
+
+    def _check_controls(self, where: object, diversity: object, max_per: object, dedupe: object, offset: object,
+                        items: object, exclude: object) -> _Controls:
+        if isinstance(diversity, bool) or not isinstance(diversity, (int, float, np.floating)) \
+                or not 0.0 <= diversity <= 1.0:
+            raise InvalidQueryError(f"diversity must be a number from 0 to 1, got {diversity!r}.")
+        if not isinstance(dedupe, (bool, np.bool_)):
+            raise InvalidQueryError(f"dedupe must be true or false, got {dedupe!r}.")
+        if isinstance(offset, bool) or not isinstance(offset, (int, np.integer, float)) or int(offset) != offset \
+                or not 0 <= offset <= MAX_OFFSET:
+            raise InvalidQueryError(f"offset must be a whole number from 0 to {MAX_OFFSET}, got {offset!r}.")
+        session_rows = self._rows_of(items, "items")
+        if len(session_rows) > MAX_SESSION_ITEMS:
+            raise InvalidQueryError(f"A session has at most {MAX_SESSION_ITEMS} items, got {len(session_rows)}.")
+        return _Controls(parse_where(where, self._metadata.names), float(diversity),
+                         parse_caps(max_per, self._metadata.names), bool(dedupe), int(offset),
+                         session_rows, self._rows_of(exclude, "exclude"))
+
+    def _rows_of(self, item_ids: object, name: str) -> list[int]:
+        """Catalog rows of a list of item ids (in order, each once); unknown or removed ids are refused."""
+        if item_ids is None:
+            return []
+        if isinstance(item_ids, (str, int, np.integer)) or not isinstance(item_ids, Sequence):
+            raise InvalidQueryError(f"{name} must be a list of item ids, got {item_ids!r}.")
+        rows = []
+        for item in item_ids:
+            if isinstance(item, bool) or not isinstance(item, (str, int, np.integer)):
+                raise InvalidQueryError(f"{name} must be a list of item ids, got {item!r} in it.")
+            row = self.catalog.row_of(item)
+            if row not in rows:
+                rows.append(row)
+        return rows
+
+    def _row_mask(self, controls: _Controls, own_row: int | None) -> RowMask | None:
+        """Rows the query may return, or ``None`` when that is every live row but the queried item's."""
+        if not (controls.conditions or controls.exclude_rows or controls.session_rows):
+            return None
+        allowed = self.catalog.removed.live.copy()
+        if controls.conditions:
+            allowed &= self._metadata.matching(controls.conditions, len(allowed))
+        allowed[controls.exclude_rows + controls.session_rows + ([] if own_row is None else [own_row])] = False
+        return RowMask(allowed)
+
+    def _pool(self, query: _Query, mode: str, depth: int, alpha: float, fusion: str, mask: RowMask | None) -> Pool:
+        """``query``'s top ``depth`` candidates in ``mode`` (a session member with one modality uses that one)."""
+        if mode == "hybrid" and query.image_vector is not None and query.text_vector is not None:
+            return hybrid_pool((self.image_index, self.text_index), (self.image_vectors, self.text_vectors),
+                               (query.image_vector, query.text_vector), depth, alpha, fusion, self.search.rrf_k,
+                               query.exclude_row, self.catalog.removed, mask)
+        if mode == "image" or (mode == "hybrid" and query.text_vector is None):
+            return single_pool(self.image_index, self.image_vectors, query.image_vector, depth, query.exclude_row,
+                               self.catalog.removed, mask)
+        return single_pool(self.text_index, self.text_vectors, query.text_vector, depth, query.exclude_row,
+                           self.catalog.removed, mask)
+
+    def _similarity(self, mode: str, alpha: float):
+        """How alike two results are for diversity: image vectors, text vectors, or hybrid's alpha-weighted mix."""
+        weights = {"image": (1.0, 0.0), "text": (0.0, 1.0), "hybrid": (1.0 - alpha, alpha)}[mode]
+        return Similarity(((self.image_vectors, weights[0]), (self.text_vectors, weights[1]))).gather
+
+    def _looks(self, rows: np.ndarray) -> np.ndarray:
+        """Unit vectors of what ``rows``' thumbnails look like: image vectors without a title head's prediction."""
+        return self.title_head.features_of(self.image_vectors[rows]) if self.title_head is not None \
+            else self.image_vectors[rows]
+
+    def _hidden_copies(self, selection: Selection, offset: int, admitted: np.ndarray) -> list[list[int]]:
+        """Rows folded into each result of the page, found over the whole catalog (not one pool)."""
+        page = np.asarray(selection.picked[offset:], dtype=np.int64)
+        if self.title_head is None:
+            queries, scale = self.image_vectors[page], 1.0
+        else:
+            queries = self.title_head.looks_query(self.title_head.features_of(self.image_vectors[page]))
+            scale = float(np.sqrt(self.title_head.feature_share))
+        return hidden_copies(self.image_index, np.ascontiguousarray(queries, dtype=np.float32), scale,
+                             self.search.dedupe_threshold, self._looks, selection.picked, offset, admitted,
+                             self.catalog.removed)
+
+    def _caps(self, caps: Mapping[str, int]) -> Caps | None:
+        if not caps:
+            return None
+        return Caps(tuple(self._metadata.codes(column)[1] for column in caps), tuple(caps.values()))
 
     def _nothing_found(self, query: _Query) -> str:
         """Why a query has no results: in practice, a catalog with nothing but the queried item."""
@@ -250,7 +411,9 @@ class Recommender:
         if wants_text and not wants_image and title is None:
             raise InvalidQueryError("Text mode needs a title.")
         if wants_image and not wants_text and image is None:
-            raise InvalidQueryError("Image mode needs a thumbnail.")
+            if title is None:
+                raise InvalidQueryError("Image mode needs a thumbnail (or, with a title head, a title).")
+            return _Query(self._title_image_query(self.encode_title(title)), None, None)
         if image is None and title is None:
             raise InvalidQueryError("Give a thumbnail, a title, or a catalog item.")
         if image is not None and wants_image and title is not None and wants_text:
@@ -258,6 +421,20 @@ class Recommender:
         image_vector = self.encode_image(image) if image is not None and wants_image else None
         text_vector = self.encode_title(title) if title is not None and wants_text else None
         return _Query(image_vector, text_vector, None)
+
+    def _title_image_query(self, text_vector: np.ndarray) -> np.ndarray:
+        """An image-index query for a title alone: zero features, the title in the predicted-title half, so
+        image vectors rank by how well their predicted title matches it."""
+        if self.title_head is None:
+            raise InvalidQueryError("Image mode needs a thumbnail: this bundle has no title head, so it cannot find "
+                                    "thumbnails for a title alone. Use text mode, or rebuild the bundle with a title head.")
+        if self.title_head.title_dimension != text_vector.shape[1]:
+            raise InvalidQueryError(f"This bundle's title head predicts {self.title_head.title_dimension}-d titles but "
+                                    f"the text model gives {text_vector.shape[1]}-d vectors: image mode cannot "
+                                    "search by a title with this text model.")
+        query = np.zeros((1, self.title_head.dimension), dtype=np.float32)
+        query[:, self.title_head.feature_dimension:] = normalize(text_vector)
+        return query
 
     def _encode_both(self, image: ImageInput, title: str) -> tuple[np.ndarray, np.ndarray]:
         """Thumbnail and title at the same time, on two cores: a hybrid upload costs the slower of
@@ -267,36 +444,16 @@ class Recommender:
         text_vector = self.encode_title(title)
         return pending.result(), text_vector  # result() raises the thumbnail's own error, if any
 
-    def _single_mode(self, query: _Query, mode: str, k: int) -> tuple[np.ndarray, np.ndarray]:
-        index, vector = (self.image_index, query.image_vector) if mode == "image" else (self.text_index, query.text_vector)
-        rows, scores = search_excluding(index, vector, k, self._exclusion(query), self.catalog.removed)
-        return self._kept(rows, scores)
-
-    def _hybrid_candidates(self, query: _Query, k: int, alpha: float, fusion: str) -> tuple[np.ndarray, np.ndarray]:
-        depth = self.search.candidate_depth(k, len(self.catalog))
-        candidates = hybrid_candidates(self.image_index, self.text_index, self.image_vectors, self.text_vectors,
-                                       query.image_vector, query.text_vector, depth, self._exclusion(query),
-                                       self.catalog.removed)
-        rows, scores = fuse_candidates(candidates, alpha, k, fusion, self.search.rrf_k)
-        return self._kept(rows, scores)
-
-    @staticmethod
-    def _exclusion(query: _Query) -> np.ndarray:
-        return np.array([-1 if query.exclude_row is None else query.exclude_row])
-
-    @staticmethod
-    def _kept(rows: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The one query's row of a batched result, without the padding of a catalog smaller than k."""
-        keep = rows[0] >= 0
-        return rows[0][keep], scores[0][keep]
-
-    def _describe(self, rows: np.ndarray, scores: np.ndarray, query: _Query) -> list[Recommendation]:
+    def _describe(self, rows: np.ndarray, scores: np.ndarray, query: _Query, duplicates: list[list[int]],
+                  offset: int) -> list[Recommendation]:
         results = []
-        for rank, (row, score) in enumerate(zip(rows.tolist(), scores.tolist()), start=1):
+        item_ids = self.catalog.item_ids
+        for rank, (row, score, copies) in enumerate(zip(rows.tolist(), scores.tolist(), duplicates), start=offset + 1):
             image_score = float(self.image_vectors[row] @ query.image_vector[0]) if query.image_vector is not None else None
             text_score = float(self.text_vectors[row] @ query.text_vector[0]) if query.text_vector is not None else None
-            results.append(Recommendation(rank, self.catalog.item_ids[row], self.catalog.titles[row], float(score),
-                                          image_score, text_score, self.catalog.metadata(row)))
+            results.append(Recommendation(rank, item_ids[row], self.catalog.titles[row], float(score),
+                                          image_score, text_score, self.catalog.metadata(row),
+                                          [item_ids[copy] for copy in copies]))
         return results
 
 

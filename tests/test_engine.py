@@ -161,7 +161,6 @@ LONG_TITLE = "paper plane " * 834  # 10,008 characters
     ({"mode": "hybrid"}, "Give a thumbnail, a title, or a catalog item"),
     ({"mode": "text"}, "needs a title"),
     ({"mode": "image"}, "needs a thumbnail"),
-    ({"title": "phone", "mode": "image"}, "needs a thumbnail"),
     ({"image": RECORDS[0]["image"]["bytes"], "mode": "text"}, "needs a title"),
     ({"image": b"not an image", "mode": "image"}, "not an image"),
     ({"image": b"not an image", "title": "phone", "mode": "hybrid"}, "not an image"),

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
 FUSION_METHODS = ("weighted", "rrf")
+#: How a session of several items becomes one query: see :mod:`recommender.search.sessions`.
+SESSION_FUSIONS = ("centroid", "rrf")
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,10 @@ class SearchConfig:
       ``max(candidate_factor * k, min_candidates)`` items of each index exactly, on both modalities.
     - ``hnsw_ef_search``: HNSW's search breadth; it must stay above the hybrid candidate depth.
     - ``ivf_nprobe``: inverted lists an IVF index visits; ``None`` visits ``max(8, nlist // 32)``.
+    - ``dedupe_threshold``: a result whose thumbnail features have at least this cosine with a
+      higher-ranked result's is folded into it (``recommend(dedupe=True)``, the default).
+    - ``session_fusion``: how a session's items become one ranking: ``"rrf"`` fuses each item's
+      ranked list, ``"centroid"`` searches from their mean vector.
     """
 
     alpha: float = 0.65
@@ -34,6 +40,8 @@ class SearchConfig:
     min_candidates: int = 100
     hnsw_ef_search: int = 128
     ivf_nprobe: int | None = None
+    dedupe_threshold: float = 0.997
+    session_fusion: str = "rrf"
 
     def __post_init__(self) -> None:
         problems = []
@@ -46,6 +54,11 @@ class SearchConfig:
                 problems.append(f"{name} must be a whole number of at least 1, got {getattr(self, name)!r}")
         if self.ivf_nprobe is not None and not _positive_int(self.ivf_nprobe):
             problems.append(f"ivf_nprobe must be a whole number of at least 1 or null, got {self.ivf_nprobe!r}")
+        threshold = self.dedupe_threshold
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 < threshold <= 1.0:
+            problems.append(f"dedupe_threshold must be a number above 0 and at most 1, got {threshold!r}")
+        if self.session_fusion not in SESSION_FUSIONS:
+            problems.append(f"session_fusion must be one of {', '.join(SESSION_FUSIONS)}, got {self.session_fusion!r}")
         if problems:
             raise ValueError("; ".join(problems) + ".")
 
