@@ -7,7 +7,7 @@ proportion to its size among labels with more items than the session, then
 - ``one label + noise``: all but one from that label, one from another label (sizes of 3 and more).
 
 Relevant = an item of the session's majority label that is not in the session (session items are
-never returned). Each session is asked in every mode with ``SearchConfig.session_fusion`` set to
+never returned). Sessions are asked as served (dedupe on, the default). Each session is asked in every mode with ``SearchConfig.session_fusion`` set to
 ``centroid`` (one search from the mean of the items' vectors) and to ``rrf`` (reciprocal rank
 fusion of one list per item); a session of one item is the item asked alone, the same for both.
 The fusion with the better mean precision over sessions of more than one item is recommended.
