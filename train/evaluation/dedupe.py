@@ -72,7 +72,7 @@ def known_duplicates(catalog: Catalog, rows: np.ndarray, max_rms: float = SAME_P
     vectors = pixels(images)
     index = faiss.IndexFlatL2(vectors.shape[1])
     index.add(vectors)
-    limits, distances, found = index.range_search(vectors, max_rms ** 2 * vectors.shape[1])
+    limits, _, found = index.range_search(vectors, max_rms ** 2 * vectors.shape[1])
     for position in range(len(rows)):
         for other in found[limits[position]:limits[position + 1]].tolist():
             if other > position:
