@@ -6,6 +6,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import faiss
@@ -26,9 +27,9 @@ from .encoders.title_head import TitleHead
 from .encoders.titles import TitleEncoder, clean_title, default_prefix
 from .errors import BundleError, InvalidQueryError
 from .results import Recommendation, Recommendations
-from .search.candidates import Pool, hybrid_pool, single_pool
+from .search.candidates import FULL_SCAN_LIMIT, Pool, hybrid_pool, single_pool
 from .search.config import FUSION_METHODS, SearchConfig
-from .search.dedupe import hidden_copies
+from .search.dedupe import hidden_copies, index_copies, scan_copies
 from .search.filters import Condition, MetadataColumns, RowMask, parse_caps, parse_where
 from .search.index import apply_search_config, describe_index, normalize, search_live
 from .search.paging import Tiers, anything_left, rank
@@ -354,20 +355,30 @@ class Recommender:
 
     def _looks(self, rows: np.ndarray) -> np.ndarray:
         """Unit vectors of what ``rows``' thumbnails look like: image vectors without a title head's prediction."""
+        if len(self.catalog) <= FULL_SCAN_LIMIT:
+            return self._all_looks[rows]
+        return self._looks_of(rows)
+
+    def _looks_of(self, rows: np.ndarray) -> np.ndarray:
         return self.title_head.features_of(self.image_vectors[rows]) if self.title_head is not None \
             else self.image_vectors[rows]
 
     def _hidden_copies(self, selection: Selection, offset: int, admitted: np.ndarray) -> list[list[int]]:
         """Rows folded into each result of the page, found over the whole catalog (not one pool)."""
-        page = np.asarray(selection.picked[offset:], dtype=np.int64)
-        if self.title_head is None:
-            queries, scale = self.image_vectors[page], 1.0
+        if len(self.catalog) <= FULL_SCAN_LIMIT:
+            nearest = scan_copies(self._all_looks, self._looks, self.search.dedupe_threshold)
+        elif self.title_head is None:
+            nearest = index_copies(self.image_index, lambda rows: self.image_vectors[rows], 1.0, self.catalog.removed)
         else:
-            queries = self.title_head.looks_query(self.title_head.features_of(self.image_vectors[page]))
-            scale = float(np.sqrt(self.title_head.feature_share))
-        return hidden_copies(self.image_index, np.ascontiguousarray(queries, dtype=np.float32), scale,
-                             self.search.dedupe_threshold, self._looks, selection.picked, offset, admitted,
-                             self.catalog.removed)
+            head = self.title_head
+            nearest = index_copies(self.image_index, lambda rows: head.looks_query(self._looks(rows)),
+                                   float(np.sqrt(head.feature_share)), self.catalog.removed)
+        return hidden_copies(self._looks, self.search.dedupe_threshold, selection.picked, offset, admitted, nearest)
+
+    @cached_property
+    def _all_looks(self) -> np.ndarray:
+        """Every row's unit looks vector, for dedupe in catalogs scanned whole (made at the first query that folds)."""
+        return np.ascontiguousarray(self._looks_of(np.arange(len(self.catalog))))
 
     def _caps(self, caps: Mapping[str, int]) -> Caps | None:
         if not caps:

@@ -72,7 +72,8 @@ def test_recommend_help_is_complete(cli: dict[str, Run]) -> None:
     run = cli["recommend_help"]
     assert run.returncode == 0, run.stderr
     for option in ("--bundle", "--revision", "--text-model", "--image", "--title", "--item-id", "--mode", "-k",
-                   "--alpha", "--fusion", "--json", "Example:"):
+                   "--alpha", "--fusion", "--json", "Example:", "--where", "--diversity", "--max-per", "--no-dedupe",
+                   "--offset", "--items", "--exclude"):
         assert option in run.stdout
 
 
@@ -213,3 +214,50 @@ def test_overwrite_replaces_a_bundle_and_nothing_else(tmp_path: Path, bundle_dir
     assert build(bundle) == 0 and build(tmp_path / "empty") == 0  # a bundle, an empty folder: replaced
     assert json.loads((bundle / "manifest.json").read_text())["title_head"] is None  # the new build's
     assert (tmp_path / "empty" / "manifest.json").is_file()
+
+
+def test_recommend_controls_reach_the_engine(bundle_dir: Path, capsys: pytest.CaptureFixture) -> None:
+    """Every control flag gives what the same call of ``Recommender.recommend`` gives."""
+    recommender = Recommender.load(bundle_dir)
+    base = ["--bundle", str(bundle_dir), "--mode", "text", "-k", "4", "--json"]
+    cases = [
+        (["--item-id", "vid300", "--where", "channel=Crafts,Tech Reviews", "--where", "views!=2000"],
+         {"item_id": "vid300", "where": {"channel": ["Crafts", "Tech Reviews"], "views": {"not": ["2000"]}}}),
+        (["--item-id", "vid300", "--diversity", "0.8", "--max-per", "channel=1", "--no-dedupe"],
+         {"item_id": "vid300", "diversity": 0.8, "max_per": {"channel": 1}, "dedupe": False}),
+        (["--items", "vid000", "vid101", "--exclude", "vid001", "vid102", "--offset", "4"],
+         {"items": ["vid000", "vid101"], "exclude": ["vid001", "vid102"], "offset": 4}),
+    ]
+    for arguments, call in cases:
+        assert recommend_main([*base, *arguments]) == 0
+        output = json.loads(capsys.readouterr().out)
+        expected = recommender.recommend(mode="text", k=4, **call)
+        assert [r["item_id"] for r in output["results"]] == [r.item_id for r in expected] and len(expected) > 0
+        assert (output["offset"], output["more"]) == (expected.offset, expected.more)
+        assert all(r["duplicates"] == [] for r in output["results"])
+    assert recommend_main(["--bundle", str(bundle_dir), "--item-id", "vid300", "--mode", "text", "-k", "3"]) == 0
+    assert capsys.readouterr().err.strip().endswith("more: --offset 3")
+
+
+@pytest.mark.parametrize(("arguments", "message"), [
+    (["--where", "colour=red"], "Unknown metadata column 'colour'"),
+    (["--diversity", "3"], "diversity must be"),
+    (["--max-per", "channel=0"], "must be a whole number of at least 1"),
+    (["--offset", "-2"], "offset must be"),
+    (["--items", "vid000", "nope"], "Unknown item id 'nope'"),
+    (["--exclude", "nope"], "Unknown item id 'nope'"),
+])
+def test_recommend_control_errors(bundle_dir: Path, capsys: pytest.CaptureFixture, arguments: list[str],
+                                  message: str) -> None:
+    query = [] if "--items" in arguments else ["--item-id", "vid000"]
+    assert recommend_main(["--bundle", str(bundle_dir), *query, *arguments]) == 2
+    last_line = capsys.readouterr().err.splitlines()[-1]
+    assert last_line.startswith("error: ") and message in last_line
+
+
+def test_recommend_control_usage_errors_exit_2(capsys: pytest.CaptureFixture) -> None:
+    for arguments in (["--where", "channel"], ["--max-per", "channel=two"], ["--where", "=x"]):
+        with pytest.raises(SystemExit) as exit_info:
+            recommend_main(arguments)
+        assert exit_info.value.code == 2
+        assert "error:" in capsys.readouterr().err

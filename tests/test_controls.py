@@ -77,14 +77,16 @@ WHERES = [
 ]
 
 
-@pytest.mark.parametrize("path", ["exact subset", "faiss selector", "hnsw selector"])
+@pytest.mark.parametrize("path", ["full scan", "exact subset", "faiss selector", "hnsw selector"])
 @pytest.mark.parametrize("mode", MODES)
 def test_where_gives_exactly_the_top_matching_items(recommender: Recommender, monkeypatch: pytest.MonkeyPatch,
                                                     mode: str, path: str) -> None:
     """Every filter, in every mode, by each search path: exactly brute force's top k among the matching
     items, however rare they are (no short page while matches remain)."""
     served = recommender if path != "hnsw selector" else rebuilt(recommender, recommender.image_vectors, "HNSW8,Flat")
-    if path != "exact subset":
+    if path != "full scan":
+        monkeypatch.setattr(candidates, "FULL_SCAN_LIMIT", 0)
+    if path not in ("full scan", "exact subset"):
         monkeypatch.setattr(candidates, "EXACT_SUBSET_LIMIT", 0)
     for where, condition in WHERES:
         allowed = np.array([condition(served.catalog.metadata(row)) for row in range(len(served))])

@@ -21,7 +21,9 @@ from .fusion import fuse_batch
 from .index import search_live
 from .ranking import Candidates, hybrid_candidates, search_excluding
 
-#: Up to this many admitted rows, a filtered search scores them directly instead of asking FAISS.
+#: Catalogs up to this size are scored whole by one matrix product, the filter applied to the scores.
+FULL_SCAN_LIMIT = 20_000
+#: In larger catalogs, up to this many admitted rows are scored directly instead of asking FAISS.
 EXACT_SUBSET_LIMIT = 4096
 
 
@@ -48,6 +50,10 @@ def masked_top(index: faiss.Index, vectors: np.ndarray, query: np.ndarray, depth
     depth = min(depth, mask.count)
     if depth <= 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+    if len(vectors) <= FULL_SCAN_LIMIT:
+        scores = np.where(mask.allowed, vectors @ query[0], -np.inf)
+        top = np.argpartition(-scores, depth - 1)[:depth]
+        return _ranked(top.astype(np.int64), scores[top].astype(np.float32))
     if mask.count > EXACT_SUBSET_LIMIT:
         scores, rows = search_live(index, query, depth, mask)
         keep = rows[0] >= 0

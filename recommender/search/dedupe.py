@@ -21,25 +21,44 @@ from .index import search_live
 MAX_COPIES = 32
 
 
-def hidden_copies(image_index: faiss.Index, looks_queries: np.ndarray, scale: float, threshold: float,
-                  looks: Callable[[np.ndarray], np.ndarray], picked: list[int], start: int, admitted: np.ndarray,
-                  removed: Tombstones) -> list[list[int]]:
-    """Per result ``picked[start:]``, the rows folded into it.
+def hidden_copies(looks: Callable[[np.ndarray], np.ndarray], threshold: float, picked: list[int], start: int,
+                  admitted: np.ndarray, nearest: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]) -> list[list[int]]:
+    """Per result ``picked[start:]``, the rows folded into it, most alike first.
 
-    ``looks_queries``: those results' image-index queries that score a row by ``scale`` times its
-    looks cosine; ``looks(rows)``: unit looks vectors, to tell which earlier result a copy belongs to.
+    ``looks(rows)``: unit looks vectors; ``nearest(rows)``: for each of ``rows``, candidate copies and
+    their looks cosines (:func:`scan_copies` or :func:`index_copies`).
     """
-    page = picked[start:]
-    if not page:
+    page = np.asarray(picked[start:], dtype=np.int64)
+    if not len(page):
         return []
-    scores, rows = search_live(image_index, looks_queries, min(MAX_COPIES + 1, image_index.ntotal), removed)
-    chosen = set(picked)
+    chosen = np.asarray(picked, dtype=np.int64)
     found = []
-    for position, (row_scores, row_ids) in enumerate(zip(scores, rows)):
-        close = row_ids[(row_scores >= scale * threshold) & (row_ids >= 0)]
-        close = [int(row) for row in close if admitted[row] and int(row) not in chosen]
-        if close and start + position > 0:
-            earlier = looks(np.asarray(picked[:start + position])) @ looks(np.asarray(close)).T
-            close = [row for row, owned in zip(close, (earlier >= threshold).any(axis=0)) if not owned]
-        found.append(close)  # most alike first
+    for position, (rows, cosines) in enumerate(zip(*nearest(page))):
+        keep = (cosines >= threshold) & admitted[rows] & ~np.isin(rows, chosen)
+        rows = rows[keep][np.argsort(-cosines[keep], kind="stable")]
+        if len(rows) and start + position > 0:  # a copy of an earlier result folds into that one
+            earlier = looks(rows) @ looks(chosen[:start + position]).T
+            rows = rows[~(earlier >= threshold).any(axis=1)]
+        found.append(rows.tolist())
     return found
+
+
+def scan_copies(all_looks: np.ndarray, looks: Callable[[np.ndarray], np.ndarray],
+                threshold: float) -> Callable[[np.ndarray], tuple[list[np.ndarray], list[np.ndarray]]]:
+    """Copies by one matrix product with every row's looks (a catalog small enough to scan whole)."""
+    def nearest(page: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        cosines = looks(page) @ all_looks.T
+        rows = [np.flatnonzero(row >= threshold) for row in cosines]
+        return rows, [row[hits] for row, hits in zip(cosines, rows)]
+    return nearest
+
+
+def index_copies(image_index: faiss.Index, looks_queries: Callable[[np.ndarray], np.ndarray], scale: float,
+                 removed: Tombstones) -> Callable[[np.ndarray], tuple[list[np.ndarray], list[np.ndarray]]]:
+    """Copies among each result's :data:`MAX_COPIES` nearest thumbnails by looks, from the image index
+    (queries that score a row by ``scale`` times its looks cosine)."""
+    def nearest(page: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        scores, rows = search_live(image_index, looks_queries(page), min(MAX_COPIES + 1, image_index.ntotal), removed)
+        valid = rows >= 0
+        return [row[ok] for row, ok in zip(rows, valid)], [score[ok] / scale for score, ok in zip(scores, valid)]
+    return nearest

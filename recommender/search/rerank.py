@@ -30,8 +30,9 @@ class Similarity:
 
     def gather(self, rows: np.ndarray) -> np.ndarray:
         """Vectors of ``rows`` whose inner products are the similarity (weights folded in as square roots)."""
-        return np.hstack([np.sqrt(weight, dtype=np.float32) * vectors[rows] for vectors, weight in self.parts
-                          if weight > 0])
+        parts = [vectors[rows] if weight == 1 else np.sqrt(weight, dtype=np.float32) * vectors[rows]
+                 for vectors, weight in self.parts if weight > 0]
+        return parts[0] if len(parts) == 1 else np.hstack(parts)
 
 
 @dataclass(frozen=True)
