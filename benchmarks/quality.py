@@ -60,5 +60,40 @@ def run(ours: Path, baseline: Path | None, text_model: str | None, results: Resu
     if original:
         results.add(Row("quality", "dead code dimensions (zero for every item)", None,
                         f"{original.dead_dimensions} of {original.code_dimension}"))
+    add_control_rows(report, results)
     results.raw["quality"] = report.to_dict()
     return report
+
+
+def add_control_rows(report: EvaluationReport, results: Results) -> None:
+    """Rows of the recommendation controls: diversity, dedupe calibration, sessions, title -> thumbnails."""
+    diversity = report.diversity
+    if diversity:
+        for setting in (0.0, 0.3, 1.0):
+            point = diversity.point("hybrid", setting)
+            results.add(Row("quality", f"hybrid {diversity.metric} at diversity {setting:g}", point.precision, None, "",
+                            f"intra-list similarity {point.ils:.3f}, {point.distinct:.2f} distinct "
+                            f"{diversity.label}s in the top {diversity.k}; {diversity.queries} items by id", "higher"))
+    dedupe = report.dedupe
+    if dedupe:
+        rates = dedupe.at_threshold
+        duplicates = "–" if rates.known_duplicates is None else f"{rates.known_duplicates:.3f}"
+        results.add(Row("quality", "dedupe threshold (recommended)", dedupe.threshold, None, "",
+                        f"re-uploads collapsed {rates.reuploads_all:.3f}, known duplicates {duplicates} "
+                        f"({len(dedupe.duplicate_pairs)} pairs), distinct same-{dedupe.label} videos "
+                        f"{rates.distinct_same_label:.4f}"))
+    sessions = report.sessions
+    if sessions:
+        for score in sessions.scores:
+            if score.mode == "hybrid":
+                results.add(Row("quality", f"session {sessions.metric}, {score.size} items, {score.kind} (hybrid)",
+                                f"centroid {score.precision['centroid']:.3f} / rrf {score.precision['rrf']:.3f}", None,
+                                "", f"{sessions.sessions} sessions; ceiling {score.ceiling:.3f}"))
+        results.add(Row("quality", "session fusion (recommended)", sessions.recommended, None, "",
+                        ", ".join(f"{fusion} {value:.3f}" for fusion, value in sessions.means.items())
+                        + " (mean over 2+ items, every mode and kind)"))
+    title = report.title_search
+    if title and title.modes:
+        for name, metrics in title.modes.items():
+            results.add(Row("quality", f"{title.metric} title alone, {name}", metrics[title.metric], None, "",
+                            f"{title.queries} titles, the item excluded", "higher"))

@@ -208,9 +208,10 @@ def test_evaluate_command_writes_report_and_tunes_the_manifest(bundle_dir: Path,
     assert "Never-seen uploads (8 videos held out" in printed
 
     report_dir = bundle / "evaluation"
-    for name in ("report.md", "metrics.json", "alpha_sweep.png", "per_label_precision.png", "examples.png"):
+    plots = ("alpha_sweep.png", "per_label_precision.png", "examples.png", "diversity.png", "dedupe.png")
+    for name in ("report.md", "metrics.json", *plots):
         assert (report_dir / name).is_file(), name
-    for name in ("alpha_sweep.png", "per_label_precision.png", "examples.png"):
+    for name in plots:
         assert Image.open(report_dir / name).format == "PNG"
     metrics = json.loads((report_dir / "metrics.json").read_text())
     assert metrics["info"]["queries"] == 32 and metrics["info"]["labels"] == 4
@@ -237,8 +238,14 @@ def test_evaluate_command_writes_report_and_tunes_the_manifest(bundle_dir: Path,
     assert never_seen["held_out"] == 8 and never_seen["catalog_items"] == 24 and never_seen["epochs"] == 1
     for mode in ("image", "text", "hybrid"):
         assert 0.0 <= never_seen["modes"][mode]["P@10"] <= never_seen["reference"]["ceiling"]["P@10"] + 1e-9
+    for name in ("diversity", "dedupe", "sessions", "title_search"):  # the recommendation controls, measured too
+        assert metrics[name]["primary"] == metrics[name]["primary"], name  # not NaN
+    assert [point["diversity"] for point in metrics["diversity"]["modes"]["hybrid"]] == [0, .1, .2, .3, .5, .7, 1]
+    assert {score["size"] for score in metrics["sessions"]["scores"]} == {1, 3, 5}
     report = (report_dir / "report.md").read_text()
     assert "## Re-upload robustness" in report and "![alpha sweep](alpha_sweep.png)" in report
+    for section in ("## Diversity (MMR)", "## Dedupe calibration", "## Sessions", "## Title -> thumbnails"):
+        assert section in report, section
     assert "## Never-seen uploads (8 held-out videos)" in report and "| hybrid (both) |" in report
 
     manifest = read_manifest(bundle, verify=True)  # rewritten with valid checksums
@@ -363,3 +370,31 @@ def test_never_seen_videos_are_uploaded_to_a_bundle_built_without_them(bundle_di
     expected_random = np.mean([channels.count(catalog.metadata(catalog.row_of(i))["channel"]) / 24
                                for i in result.held_out_ids])
     assert result.reference.random["P@5"] == pytest.approx(expected_random)
+
+
+# ---------------------------------------------------------------- live bundles
+
+def test_evaluate_asks_and_finds_only_the_live_items_of_a_bundle_with_removals(bundle_dir: Path, text_model: Path,
+                                                                              tmp_path: Path):
+    from train.evaluation import evaluate
+    from train.live import remove_items
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(bundle_dir, bundle)
+    gone = ["vid000", "vid101", "vid102", "vid305"]
+    remove_items(bundle, gone)
+    report = evaluate(bundle, text_model=str(text_model), output_dir=tmp_path / "report", reupload_items=40,
+                      verify_queries=28, examples=1, set_alpha=False, folds=2, holdout=False,
+                      show_progress_bar=False)
+    catalog = Recommender.load(bundle, text_model=str(text_model)).catalog
+    removed = {catalog.lookup(item_id) for item_id in gone}
+    assert report.info.queries == 28 and report.rankings.verification.queries == 28
+    for ranked in report.rankings.ranked.values():
+        assert len(ranked) == 28 and removed.isdisjoint(ranked.ravel().tolist())
+    assert report.reupload.queries == 28 and removed.isdisjoint(report.reupload.rows.tolist())
+    # Channel "Crafts" lost two of its 8 videos: its live queries have 5 others to find, among 27 candidates.
+    crafts = [row for row in catalog.live_rows() if catalog.metadata(int(row))["channel"] == "Crafts"]
+    assert len(crafts) == 6
+    expected_random = np.mean([(8 - 1 - (channel == 0) - 2 * (channel == 1) - (channel == 3)) / 27
+                               for channel in (0,) * 7 + (1,) * 6 + (2,) * 8 + (3,) * 7])
+    assert report.rankings.reference.random["P@10"] == pytest.approx(expected_random)

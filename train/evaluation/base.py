@@ -33,7 +33,8 @@ class EvaluationContext:
     """The bundle under evaluation, loaded once, and what every evaluator scores it by.
 
     Relevance: two items are relevant to each other when they share ``label`` (``labels`` holds its
-    integer codes per catalog row, -1 where missing). ``rng`` is shared: evaluators that sample
+    integer codes per catalog row, -1 where missing). Rows removed from a live bundle (tombstones) are
+    neither asked nor found: their label is -1 and :attr:`rows` leaves them out. ``rng`` is shared: evaluators that sample
     queries draw from it in the order they run, so a whole run is reproducible from ``seed``.
     """
 
@@ -58,14 +59,15 @@ class EvaluationContext:
             raise EvaluationError(f"The catalog has no column {label!r} to use as relevance label; its metadata "
                                   f"columns are {recommender.catalog.metadata_columns}.")
         labels, label_names = encode_labels(recommender.catalog.dataset[label])
-        if len(recommender) < 2:
+        labels[~recommender.catalog.removed.live] = -1  # a removed item is relevant to nothing
+        if recommender.catalog.live_count < 2:
             raise EvaluationError("Evaluation needs at least two catalog items.")
         return cls(Path(bundle), recommender, label, labels, label_names, tuple(ks), seed, text_model)
 
     @property
     def rows(self) -> np.ndarray:
-        """Every catalog row: in-catalog evaluators ask each item as a query."""
-        return np.arange(len(self.recommender))
+        """Every live catalog row: in-catalog evaluators ask each item as a query."""
+        return self.recommender.catalog.live_rows()
 
     @property
     def top(self) -> int:

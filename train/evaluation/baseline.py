@@ -122,8 +122,9 @@ def original_design(baseline: Recommender, context: EvaluationContext, reupload_
     image_index.add(codes)
     text_index = faiss.IndexFlatL2(baseline.text_vectors.shape[1])
     text_index.add(np.ascontiguousarray(baseline.text_vectors))
-    image_rows, _ = search_excluding(image_index, codes[rows], top, rows)
-    text_rows, _ = search_excluding(text_index, baseline.text_vectors[rows], top, rows)
+    removed = baseline.catalog.removed
+    image_rows, _ = search_excluding(image_index, codes[rows], top, rows, removed)
+    text_rows, _ = search_excluding(text_index, baseline.text_vectors[rows], top, rows, removed)
     per_query = {"image": ranking_report(image_rows, labels, rows, ks),
                  "text": ranking_report(text_rows, labels, rows, ks), "hybrid": {}}
     for k in ks:
@@ -132,13 +133,13 @@ def original_design(baseline: Recommender, context: EvaluationContext, reupload_
     recall = {}
     queries_per_variant = reupload_queries(context.recommender.catalog, reupload_rows, context.seed, REUPLOAD_HEADLINE)
     for name, queries in queries_per_variant.items():
-        ranked, _ = search_excluding(image_index, raw_codes(baseline, queries), 5)
+        ranked, _ = search_excluding(image_index, raw_codes(baseline, queries), 5, removed=removed)
         recall[name] = Recall(recall_at_k(ranked, reupload_rows, 1), recall_at_k(ranked, reupload_rows, 5))
     return OriginalDesign(
         modes={mode: mean(values) for mode, values in per_query.items()}, reupload=recall,
         reupload_headline=headline_recall(recall), dead_dimensions=int((codes.max(axis=0) <= 0).sum()),
         code_dimension=int(codes.shape[1]),
-        per_label=per_label_means(per_query, labels, context.label_names, context.metric),
+        per_label=per_label_means(per_query, labels[rows], context.label_names, context.metric),
     )
 
 
@@ -158,6 +159,9 @@ class BaselineEvaluator:
         if baseline.catalog.item_ids != context.recommender.catalog.item_ids:
             raise EvaluationError(f"Baseline bundle {self.bundle} has a different catalog (items or order) from the "
                                   "evaluated bundle; build both from the same dataset.")
+        if not np.array_equal(baseline.catalog.removed.rows, context.recommender.catalog.removed.rows):
+            raise EvaluationError(f"Baseline bundle {self.bundle} has other items removed than the evaluated bundle; "
+                                  "remove the same items from both (or compact both) to compare them.")
         original = original_design(baseline, context, self.reupload_rows, Path(self.bundle) / RAW_CODES_CACHE)
         rows, labels, ks = context.rows, context.labels, context.ks
         sweep = alpha_sweep(baseline, rows, labels, ks, self.alphas, ("weighted",))["weighted"]

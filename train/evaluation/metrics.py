@@ -109,10 +109,12 @@ def ranking_report(ranked_rows: np.ndarray, labels: np.ndarray, query_rows: np.n
     return _report(ranked_rows, labels, np.asarray(labels)[query_rows], relevant_counts(labels, query_rows), ks)
 
 
-def reference_report(labels: np.ndarray, query_rows: np.ndarray,
-                     ks: tuple[int, ...] = (5, 10)) -> dict[str, dict[str, np.ndarray]]:
-    """Per-query random and ceiling values of every metric in :func:`ranking_report`."""
-    return _references(relevant_counts(labels, query_rows), len(labels) - 1, ks)
+def reference_report(labels: np.ndarray, query_rows: np.ndarray, ks: tuple[int, ...] = (5, 10),
+                     candidates: int | None = None) -> dict[str, dict[str, np.ndarray]]:
+    """Per-query random and ceiling values of every metric in :func:`ranking_report`; ``candidates``:
+    items a query can be answered with (default: every other catalog row)."""
+    candidates = len(labels) - 1 if candidates is None else candidates
+    return _references(relevant_counts(labels, query_rows), candidates, ks)
 
 
 def upload_ranking_report(ranked_rows: np.ndarray, labels: np.ndarray, query_labels: np.ndarray,

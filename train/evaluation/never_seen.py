@@ -139,7 +139,7 @@ class NeverSeenEvaluator:
 
     def __call__(self, context: EvaluationContext) -> NeverSeenResult:
         catalog = context.recommender.catalog
-        held_out, kept = split_catalog(len(catalog), self.fraction, context.seed)
+        held_out, kept = (context.rows[part] for part in split_catalog(len(context.rows), self.fraction, context.seed))
         alpha = context.recommender.default_alpha if self.alpha is None else self.alpha
         with tempfile.TemporaryDirectory(prefix="never-seen-") as folder:
             started = time.perf_counter()

@@ -1,4 +1,5 @@
-"""The report's figures (matplotlib, PNG): the alpha sweep, precision per label, example queries."""
+"""The report's figures (matplotlib, PNG): the alpha sweep, precision per label, example queries, the
+diversity sweep and the dedupe calibration."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from .base import EvaluationContext
+from .dedupe import DedupeResult
+from .diversity import DiversityResult
 from .results import EvaluationReport
 
 
@@ -75,17 +78,19 @@ def plot_examples(context: EvaluationContext, ranked: dict[str, np.ndarray], pat
     (query first, then its top results framed green when relevant, red when not)."""
     import matplotlib.pyplot as plt
 
-    catalog, labels = context.recommender.catalog, context.labels
+    catalog, labels, rows = context.recommender.catalog, context.labels, context.rows
     rng = np.random.default_rng(context.seed + 1)
     codes, sizes = np.unique(labels[labels >= 0], return_counts=True)
-    queries = [int(rng.choice(np.flatnonzero(labels == code))) for code in codes[np.argsort(-sizes)][:examples]]
+    # Positions among the asked rows (``ranked`` is in their order), one per large label.
+    queries = [int(rng.choice(np.flatnonzero(labels[rows] == code))) for code in codes[np.argsort(-sizes)][:examples]]
     modes = ("image", "text", "hybrid")
     figure, axes = plt.subplots(len(queries) * len(modes), shown + 1,
                                 figsize=(2.1 * (shown + 1), 1.75 * len(queries) * len(modes)), squeeze=False)
-    for q, row in enumerate(queries):
+    for q, position in enumerate(queries):
+        row = int(rows[position])
         for m, mode in enumerate(modes):
             line = axes[q * len(modes) + m]
-            results = [row] + [int(r) for r in ranked[mode][row][:shown]]
+            results = [row] + [int(r) for r in ranked[mode][position][:shown]]
             for column, item in enumerate(results):
                 axis = line[column]
                 axis.set_xticks([])
@@ -106,4 +111,59 @@ def plot_examples(context: EvaluationContext, ranked: dict[str, np.ndarray], pat
         warnings.filterwarnings("ignore", message="Glyph .* missing from font")
         figure.tight_layout()
         figure.savefig(path, dpi=80)
+    plt.close(figure)
+
+
+def plot_diversity(result: DiversityResult, path: Path) -> None:
+    """Precision against the diversity setting, and against what it buys: intra-list similarity and
+    distinct labels in the top k (one line per mode, points labelled with their setting)."""
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 3, figsize=(13, 4.0), sharey=True)
+    for mode, points in result.modes.items():
+        precision = [point.precision for point in points]
+        for axis, values in zip(axes, ([p.diversity for p in points], [p.ils for p in points],
+                                       [p.distinct for p in points])):
+            axis.plot(values, precision, "-o", markersize=3, label=mode)
+        for point in (point for point in points if point.diversity >= 0.5):  # the low ones overlap
+            axes[1].annotate(f"{point.diversity:g}", (point.ils, point.precision), fontsize=6,
+                             textcoords="offset points", xytext=(3, 3))
+    k, label = result.k, result.label
+    axes[0].set(xlabel="diversity (MMR weight)", ylabel=result.metric, title=f"{result.metric} vs diversity")
+    axes[1].set(xlabel=f"intra-list similarity of the top {k} (mode's vectors)", title="vs intra-list similarity")
+    axes[1].invert_xaxis()  # more diverse to the right
+    axes[2].set(xlabel=f"distinct {label} values in the top {k}", title=f"vs distinct {label}s")
+    for axis in axes:
+        axis.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    figure.suptitle(f"Diversity: {result.queries} catalog items asked by id, relevance = same {label}", fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def plot_dedupe(result: DedupeResult, path: Path) -> None:
+    """Collapse rates against the dedupe threshold: what must collapse (re-uploads, known duplicates) and
+    what must not (distinct videos), with the recommended threshold."""
+    import matplotlib.pyplot as plt
+
+    thresholds = [rates.threshold for rates in result.rates]
+    figure, axis = plt.subplots(figsize=(7.5, 4.2))
+    for name in result.rates[0].reuploads:
+        axis.plot(thresholds, [rates.reuploads[name] for rates in result.rates], "-o", markersize=3,
+                  label=f"re-upload: {name}")
+    if result.rates[0].known_duplicates is not None:
+        axis.plot(thresholds, [rates.known_duplicates for rates in result.rates], "-s", color="black", markersize=3,
+                  label=f"known duplicates ({len(result.duplicate_pairs)} pairs)")
+    axis.plot(thresholds, [rates.distinct_same_label for rates in result.rates], "--", color="tab:purple",
+              linewidth=2, label=f"distinct videos, same {result.label} (false collapse)")
+    axis.plot(thresholds, [rates.distinct_any_label for rates in result.rates], ":", color="tab:purple",
+              linewidth=2, label=f"distinct videos, any {result.label} (false collapse)")
+    axis.axvline(result.threshold, color="grey", linewidth=0.8, label=f"recommended {result.threshold}")
+    axis.set(xlabel="dedupe threshold (cosine of thumbnail features)", ylabel="share collapsed",
+             title="Dedupe calibration", ylim=(-0.02, 1.02))
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=7, loc="center left")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
     plt.close(figure)

@@ -34,10 +34,12 @@ FUSIONS = ("weighted", "rrf")
 
 
 def item_candidates(recommender: Recommender, rows: np.ndarray, k: int) -> Candidates:
-    """Hybrid candidates of catalog ``rows`` asked for ``k`` results, as ``recommend(item_id=...)`` finds them."""
+    """Hybrid candidates of catalog ``rows`` asked for ``k`` results, as ``recommend(item_id=...)`` finds them
+    (removed rows never among them)."""
     return hybrid_candidates(recommender.image_index, recommender.text_index, recommender.image_vectors,
                              recommender.text_vectors, recommender.image_vectors[rows], recommender.text_vectors[rows],
-                             recommender.search.candidate_depth(k, len(recommender)), exclude_rows=rows)
+                             recommender.search.candidate_depth(k, len(recommender)), exclude_rows=rows,
+                             removed=recommender.catalog.removed)
 
 
 def item_rankings(recommender: Recommender, rows: np.ndarray, k: int, alpha: float, fusion: str = "weighted",
@@ -48,9 +50,10 @@ def item_rankings(recommender: Recommender, rows: np.ndarray, k: int, alpha: flo
     """
     if candidates is None:
         candidates = item_candidates(recommender, rows, k)
+    removed = recommender.catalog.removed
     return {
-        "image": search_excluding(recommender.image_index, recommender.image_vectors[rows], k, rows),
-        "text": search_excluding(recommender.text_index, recommender.text_vectors[rows], k, rows),
+        "image": search_excluding(recommender.image_index, recommender.image_vectors[rows], k, rows, removed),
+        "text": search_excluding(recommender.text_index, recommender.text_vectors[rows], k, rows, removed),
         "hybrid": fuse_candidates(candidates, alpha, k, fusion, recommender.search.rrf_k),
     }
 
@@ -132,7 +135,8 @@ class RankingResult(EvaluationResult):
     #: Label name -> ``items`` and mean ``metric`` per mode (the largest labels, the rest pooled).
     per_label: dict[str, dict[str, float]]
     verification: Verification
-    #: Mode -> ``(queries, max k)`` ranked rows of every catalog item (for the example plots).
+    #: Mode -> ``(queries, max k)`` ranked rows of every live catalog item, in the order of
+    #: ``EvaluationContext.rows`` (for the example plots).
     ranked: dict[str, np.ndarray] = field(metadata=NOT_SAVED, repr=False, compare=False)
 
     @property
@@ -161,12 +165,12 @@ class RankingEvaluator:
         per_query = {mode: ranking_report(ranked[mode][0], labels, rows, ks) for mode in ("image", "text")}
         per_query["hybrid"] = hybrid_report(recommender, candidates, labels, rows, self.alpha, "weighted")
         rrf = hybrid_report(recommender, candidates, labels, rows, self.alpha_rrf, "rrf")
-        references = reference_report(labels, rows, ks)
+        references = reference_report(labels, rows, ks, candidates=len(rows) - 1)
         count = len(rows)
-        sample = np.sort(context.rng.choice(count, size=min(self.verify_queries, count), replace=False))
+        sample = np.sort(context.rng.choice(rows, size=min(self.verify_queries, count), replace=False))
         verification = verify_against_engine(recommender, sample, context.top, self.alpha)
-        per_label = per_label_means({**per_query, "hybrid (rrf)": rrf, "ceiling": references["ceiling"]}, labels,
-                                    context.label_names, context.metric)
+        per_label = per_label_means({**per_query, "hybrid (rrf)": rrf, "ceiling": references["ceiling"]},
+                                    labels[rows], context.label_names, context.metric)
         return RankingResult(
             metric=context.metric, modes={mode: mean(values) for mode, values in per_query.items()}, alpha=self.alpha,
             hybrid_rrf=mean(rrf), alpha_rrf=self.alpha_rrf,

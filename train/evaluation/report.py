@@ -5,9 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from .base import EvaluationContext, Metrics
-from .plots import plot_alpha_sweep, plot_examples, plot_per_label
+from .dedupe import DedupeResult
+from .diversity import DiversityResult
+from .plots import plot_alpha_sweep, plot_dedupe, plot_diversity, plot_examples, plot_per_label
 from .results import EvaluationReport
 from .reupload import DUPLICATE_COSINE, Recall
+from .sessions import SessionResult
+from .title_search import TitleSearchResult
 
 #: (system, mode, metrics) rows of the main quality table.
 QualityRow = tuple[str, str, Metrics]
@@ -25,6 +29,12 @@ def write_report(output_dir: Path, report: EvaluationReport, context: Evaluation
     if examples > 0:
         plot_examples(context, report.rankings.ranked, output_dir / "examples.png", examples)
         files.append("examples.png")
+    if report.diversity:
+        plot_diversity(report.diversity, output_dir / "diversity.png")
+        files.append("diversity.png")
+    if report.dedupe:
+        plot_dedupe(report.dedupe, output_dir / "dedupe.png")
+        files.append("dedupe.png")
     (output_dir / "report.md").write_text(report_markdown(report, "examples.png" in files))
     return ["report.md", "metrics.json", *files]
 
@@ -121,6 +131,7 @@ def report_markdown(report: EvaluationReport, with_examples: bool = True) -> str
     if report.never_seen:
         lines += _never_seen_lines(report)
     lines += _reupload_lines(report)
+    lines += control_lines(report)
     lines += _sweep_lines(report)
     lines += _per_label_lines(report)
     if with_examples:
@@ -232,4 +243,85 @@ def _check_lines(report: EvaluationReport) -> list[str]:
              "", "| evaluator | primary metric | value |", "|---|---|---:|"]
     lines += [f"| {name} | {result.primary_metric} | {_fmt(result.primary)} |"
               for name, result in report.results().items()]
+    return lines
+
+
+def control_lines(report: EvaluationReport) -> list[str]:
+    """The recommendation controls' sections (those measured): diversity, dedupe, sessions, title -> thumbnails."""
+    lines = []
+    if report.diversity:
+        lines += diversity_lines(report.diversity)
+    if report.dedupe:
+        lines += dedupe_lines(report.dedupe)
+    if report.sessions:
+        lines += session_lines(report.sessions)
+    if report.title_search:
+        lines += title_search_lines(report.title_search)
+    return lines
+
+
+def diversity_lines(result: DiversityResult) -> list[str]:
+    k = result.k
+    lines = ["", f"## Diversity (MMR), {result.queries} catalog items asked by id", "",
+             f"`recommend(item_id=..., diversity=d, dedupe=False)`: {result.metric} (same {result.label} = relevant), "
+             f"intra-list similarity (ILS: mean pairwise cosine of the top {k}, on the mode's vectors; hybrid: mean of "
+             f"image and text) and distinct {result.label} values in the top {k}.", "", "![diversity](diversity.png)",
+             "", "| diversity | " + " | ".join(f"{mode} {result.metric} | {mode} ILS | {mode} distinct"
+                                               for mode in result.modes) + " |",
+             "|---:|" + "---:|---:|---:|" * len(result.modes)]
+    for position, point in enumerate(next(iter(result.modes.values()))):
+        cells = [f"{_fmt(points[position].precision)} | {_fmt(points[position].ils)} | {points[position].distinct:.2f}"
+                 for points in result.modes.values()]
+        lines.append(f"| {point.diversity:g} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def dedupe_lines(result: DedupeResult) -> list[str]:
+    variants = list(result.rates[0].reuploads)
+    current = "" if result.current is None else f" The bundle's current `dedupe_threshold` is {result.current}."
+    lines = ["", "## Dedupe calibration", "",
+             f"Share of pairs whose thumbnail features (autoencoder part of the image vectors) reach each cosine "
+             f"threshold. Must collapse: {result.reupload_items} live thumbnails re-uploaded per variant, against "
+             f"their original; {len(result.duplicate_pairs)} known duplicate pairs of the catalog (identical bytes or "
+             "the same pixels). Must not: each of the "
+             f"{result.live_items:,} live items' most similar other video of the same {result.label}, and of any "
+             f"{result.label}. Recommended: the lowest threshold with at most {result.tolerance:.1%} same-"
+             f"{result.label} false collapses: **{result.threshold}**.{current}", "", "![dedupe](dedupe.png)", "",
+             "| threshold | " + " | ".join(f"re-upload: {name}" for name in variants)
+             + f" | known duplicates | distinct, same {result.label} | distinct, any |",
+             "|---:|" + "---:|" * (len(variants) + 3)]
+    for rates in result.rates:
+        bold = "**" if rates.threshold == result.threshold else ""
+        lines.append(f"| {bold}{rates.threshold}{bold} | " + " | ".join(_fmt(rates.reuploads[name]) for name in variants)
+                     + f" | {_fmt(rates.known_duplicates)} | {rates.distinct_same_label:.4f} | "
+                     f"{rates.distinct_any_label:.4f} |")
+    return lines
+
+
+def session_lines(result: SessionResult) -> list[str]:
+    lines = ["", f"## Sessions ({result.sessions} seeded sessions per size and kind)", "",
+             f"`recommend(items=[...])`, relevance = the session's majority {result.label}, session items never "
+             f"returned. 'one label': every item from one {result.label} (picked in proportion to its size); '+ noise': "
+             f"one item from another {result.label}. Mean {result.metric} over sessions of 2+ items: "
+             + ", ".join(f"{fusion} {_fmt(value)}" for fusion, value in result.means.items())
+             + f"; recommended `session_fusion` = **{result.recommended}**.", "",
+             f"| items | kind | mode | centroid {result.metric} | rrf {result.metric} | ceiling |",
+             "|---:|---|---|---:|---:|---:|"]
+    for score in result.scores:
+        lines.append(f"| {score.size} | {score.kind} | {score.mode} | {_fmt(score.precision['centroid'])} | "
+                     f"{_fmt(score.precision['rrf'])} | {_fmt(score.ceiling)} |")
+    return lines
+
+
+def title_search_lines(result: TitleSearchResult) -> list[str]:
+    lines = ["", "## Title -> thumbnails", ""]
+    if result.modes is None:
+        return lines + ["This bundle has no title head: image mode cannot be asked with a title alone."]
+    metrics = list(next(iter(result.modes.values())))
+    lines += [f"{result.queries} live items' titles asked alone (`recommend(title=..., mode=..., exclude=[the item])`); "
+              f"relevance = same {result.label}. Image mode ranks thumbnails by the title head's predicted-title half.",
+              "", "| mode | " + " | ".join(metrics) + " |", "|---|" + "---:|" * len(metrics)]
+    rows = [("random", result.random), ("ceiling", result.ceiling), *result.modes.items()]
+    for name, values in rows:
+        lines.append(f"| {name} | " + " | ".join(_fmt(values[m]) for m in metrics) + " |")
     return lines

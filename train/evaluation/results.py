@@ -8,9 +8,13 @@ from dataclasses import dataclass, field
 from .alpha_sweep import AlphaSweepResult
 from .base import EvaluationResult, to_plain
 from .baseline import BaselineResult
+from .dedupe import DedupeResult
+from .diversity import DiversityResult
 from .never_seen import NeverSeenResult
 from .rankings import RankingResult
 from .reupload import ReuploadResult
+from .sessions import SessionResult
+from .title_search import TitleSearchResult
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,11 @@ class EvaluationReport:
     reupload: ReuploadResult
     never_seen: NeverSeenResult | None = None
     baseline: BaselineResult | None = None
+    # The recommendation controls (recommend's diversity, dedupe, items, title-only image mode):
+    diversity: DiversityResult | None = None
+    dedupe: DedupeResult | None = None
+    sessions: SessionResult | None = None
+    title_search: TitleSearchResult | None = None
     timings: dict[str, float] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)  # written into the report folder
 

@@ -112,7 +112,7 @@ def reupload_recall(recommender: Recommender, rows: np.ndarray, queries: dict[st
     results = {}
     for name, images in queries.items():
         vectors = recommender.encode_images(images)
-        ranked, scores = search_excluding(recommender.image_index, vectors, 5)
+        ranked, scores = search_excluding(recommender.image_index, vectors, 5, removed=recommender.catalog.removed)
         for position in range(min(verify, len(images))):
             served = recommender.recommend(image=images[position], mode="image", k=5)
             verdict = same_ranking(served.rows.tolist(), [r.score for r in served], ranked[position],
@@ -172,7 +172,7 @@ class ReuploadEvaluator:
 
     def __call__(self, context: EvaluationContext) -> ReuploadResult:
         count = len(context.rows)
-        rows = np.sort(context.rng.choice(count, size=min(self.items, count), replace=False))
+        rows = np.sort(context.rng.choice(context.rows, size=min(self.items, count), replace=False))
         queries = reupload_queries(context.recommender.catalog, rows, context.seed)
         variants = reupload_recall(context.recommender, rows, queries, self.verify)
         return ReuploadResult(variants, headline_recall(variants), int(len(rows)), rows)

@@ -13,12 +13,16 @@ from typing import TypeVar
 from .alpha_sweep import ALPHAS, AlphaSweepEvaluator
 from .base import EvaluationContext, EvaluationResult, Evaluator
 from .baseline import BaselineEvaluator
+from .dedupe import DedupeEvaluator
+from .diversity import DiversityEvaluator
 from .manifest import store_in_manifest
 from .never_seen import DEFAULT_FRACTION, NeverSeenEvaluator
 from .rankings import RankingEvaluator
 from .report import write_report
 from .results import BundleInfo, EvaluationReport
 from .reupload import ReuploadEvaluator
+from .sessions import SessionEvaluator
+from .title_search import TitleSearchEvaluator
 
 REPORT_DIR = "evaluation"
 DEFAULT_KS = (5, 10)
@@ -31,6 +35,7 @@ def evaluate(bundle: str | Path, *, text_model: str | None = None, label: str = 
              ks: tuple[int, ...] = DEFAULT_KS, alphas: tuple[float, ...] = ALPHAS, reupload_items: int = 250,
              verify_queries: int = 30, folds: int = 5, seed: int = 0, set_alpha: bool = True, examples: int = 3,
              holdout: bool = True, holdout_fraction: float = DEFAULT_FRACTION, holdout_epochs: int | None = None,
+             controls: bool = True, control_queries: int = 400, sessions: int = 100,
              show_progress_bar: bool = True) -> EvaluationReport:
     """Evaluate a bundle (and optionally a baseline bundle of the same catalog); write the report.
 
@@ -39,6 +44,9 @@ def evaluate(bundle: str | Path, *, text_model: str | None = None, label: str = 
     go into the bundle's manifest. ``holdout``: also ask ``holdout_fraction`` of the catalog as
     never-seen uploads against a bundle built without them (``holdout_epochs`` overrides the recorded
     training epochs; building costs about what building this bundle did, for that share of the catalog).
+    ``controls``: also measure the recommendation controls: a diversity sweep and title-only image queries
+    (``control_queries`` sampled items each), dedupe calibration (``reupload_items`` re-uploads per variant) and
+    sessions (``sessions`` per size and kind).
     """
     started = time.perf_counter()
     bundle = Path(bundle)
@@ -58,7 +66,18 @@ def evaluate(bundle: str | Path, *, text_model: str | None = None, label: str = 
     held_out = (_timed(dataclasses.replace(never_seen, alpha=sweep.alpha), context, timings)
                 if never_seen is not None else None)
 
-    report = EvaluationReport(_bundle_info(context), sweep, rankings, reupload, held_out, baseline, timings)
+    measured = {}
+    if controls:
+        measured = {
+            "diversity": _timed(DiversityEvaluator(control_queries, show_progress_bar=show_progress_bar), context,
+                                timings),
+            "dedupe": _timed(DedupeEvaluator(reupload_items), context, timings),
+            "sessions": _timed(SessionEvaluator(sessions, show_progress_bar=show_progress_bar), context, timings),
+            "title_search": _timed(TitleSearchEvaluator(control_queries), context, timings),
+        }
+
+    report = EvaluationReport(_bundle_info(context), sweep, rankings, reupload, held_out, baseline, **measured,
+                              timings=timings)
     report.files = write_report(output_dir, report, context, examples)
     timings["total_s"] = time.perf_counter() - started
     (output_dir / "metrics.json").write_text(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
@@ -79,7 +98,7 @@ def _bundle_info(context: EvaluationContext) -> BundleInfo:
     manifest, info = recommender.manifest, recommender.info()
     return BundleInfo(
         bundle=str(context.bundle), created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        code_commit=_git_commit(), label=context.label, queries=len(recommender), labels=len(context.label_names),
+        code_commit=_git_commit(), label=context.label, queries=len(context.rows), labels=len(context.label_names),
         ks=list(context.ks),
         image_encoder={key: manifest.get("image_encoder", {}).get(key) for key in ("architecture", "dimension",
                                                                                      "parameters")},
