@@ -30,7 +30,7 @@ MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 @contextmanager
-def _quiet() -> Iterator[None]:
+def quiet_exporter() -> Iterator[None]:
     """The exporter's INFO lines (hundreds of graph-pass messages) stay out of the app's log.
 
     Only these libraries' loggers are touched: the export runs beside live queries, so
@@ -45,6 +45,17 @@ def _quiet() -> Iterator[None]:
     finally:
         for log, level in zip(loggers, levels):
             log.setLevel(level)
+
+
+def cpu_session(path: Path, threads: int = 1):
+    """An ONNX Runtime CPU session on ``threads`` intra-op threads (the app runs one per query,
+    startup.py); ``run`` is thread-safe, so concurrent queries share it."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 class OnnxExportError(RuntimeError):
@@ -70,12 +81,7 @@ class OnnxTitleModel:
     """An ONNX Runtime session that maps one tokenised title to its unit vector (thread-safe)."""
 
     def __init__(self, path: Path, input_names: Sequence[str], threads: int = 1):
-        import onnxruntime
-
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads  # one query per thread, as the app serves (startup.py)
-        options.inter_op_num_threads = 1
-        self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.session = cpu_session(path, threads)
         self.input_names = tuple(input_names)
 
     def __call__(self, features: dict[str, torch.Tensor]) -> np.ndarray:
@@ -101,7 +107,7 @@ def export_title_model(model: torch.nn.Module, probe_texts: Sequence[str]) -> On
     wrapper = _UnitSentenceEmbedding(model.cpu()).eval()
     batch, length = torch.export.Dim("batch"), torch.export.Dim("length")
     try:
-        with tempfile.TemporaryDirectory(prefix="title-model-onnx-") as folder, _quiet():
+        with tempfile.TemporaryDirectory(prefix="title-model-onnx-") as folder, quiet_exporter():
             path = Path(folder) / "title_model.onnx"
             torch.onnx.export(wrapper, (), str(path), kwargs={name: example[name] for name in input_names},
                               input_names=list(input_names), output_names=["unit_vector"],
