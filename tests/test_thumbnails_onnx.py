@@ -151,3 +151,22 @@ def test_a_new_revision_with_the_same_encoder_reuses_the_session(settled: Recomm
     assert again.share_onnx_runtime(settled.thumbnail_encoder) is True and again.backend == "onnxruntime"
     other = ThumbnailEncoder(DenoisingAutoencoder(TEST_ENCODER))  # same architecture, other weights
     assert other.share_onnx_runtime(settled.thumbnail_encoder) is False and other.backend == "pytorch"
+
+
+def test_two_exports_at_once_both_succeed(settled: Recommender) -> None:
+    """torch.export's tracing state is process-wide: startup's export and a hot swap's (or two apps in
+    one process) once failed each other ("Expected proxy mode to be set") and left PyTorch serving."""
+    images = catalog_thumbnails(settled)[:4]
+    encoders = [ThumbnailEncoder(DenoisingAutoencoder(TEST_ENCODER)) for _ in range(2)]
+    start, exported = threading.Barrier(len(encoders)), {}
+
+    def export(index: int) -> None:
+        start.wait()
+        exported[index] = encoders[index].use_onnx_runtime(images)
+
+    threads = [threading.Thread(target=export, args=(index,)) for index in range(len(encoders))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert exported == {0: True, 1: True}

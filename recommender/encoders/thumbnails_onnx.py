@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..search.index import normalize
-from .titles_onnx import OnnxExportError, cpu_session, quiet_exporter
+from .titles_onnx import OnnxExportError, cpu_session, exporting
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def export_thumbnail_model(model: torch.nn.Module, probes: np.ndarray, threads: 
     example = torch.from_numpy(np.concatenate([probes[:1], probes[-1:]]))
     wrapper = _Embedding(copy.deepcopy(model).to(memory_format=torch.contiguous_format)).eval()
     try:
-        with tempfile.TemporaryDirectory(prefix="thumbnail-encoder-onnx-") as folder, quiet_exporter():
+        with tempfile.TemporaryDirectory(prefix="thumbnail-encoder-onnx-") as folder, exporting():
             path = Path(folder) / "thumbnail_encoder.onnx"
             torch.onnx.export(wrapper, (example,), str(path), input_names=["images"], output_names=["features"],
                               dynamic_shapes={"images": {0: torch.export.Dim("batch")}}, dynamo=True,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,22 +30,29 @@ TOLERANCE = 1e-4
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
+#: torch.export's tracing state is process-wide: two exports at once (startup's and a hot swap's,
+#: or two apps in one process) fail with errors such as "Expected proxy mode to be set".
+_EXPORT_LOCK = threading.Lock()
+
+
 @contextmanager
-def quiet_exporter() -> Iterator[None]:
-    """The exporter's INFO lines (hundreds of graph-pass messages) stay out of the app's log.
+def exporting() -> Iterator[None]:
+    """One ``torch.onnx`` export at a time in this process, its INFO lines (hundreds of graph-pass
+    messages) out of the app's log.
 
     Only these libraries' loggers are touched: the export runs beside live queries, so
     process-wide state (warning filters, stdout) is left alone.
     """
-    loggers = [logging.getLogger(name) for name in ("onnxscript", "onnx_ir", "torch.onnx", "torch.export")]
-    levels = [log.level for log in loggers]
-    for log in loggers:
-        log.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        for log, level in zip(loggers, levels):
-            log.setLevel(level)
+    with _EXPORT_LOCK:
+        loggers = [logging.getLogger(name) for name in ("onnxscript", "onnx_ir", "torch.onnx", "torch.export")]
+        levels = [log.level for log in loggers]
+        for log in loggers:
+            log.setLevel(logging.WARNING)
+        try:
+            yield
+        finally:
+            for log, level in zip(loggers, levels):
+                log.setLevel(level)
 
 
 def cpu_session(path: Path, threads: int = 1):
@@ -107,7 +115,7 @@ def export_title_model(model: torch.nn.Module, probe_texts: Sequence[str]) -> On
     wrapper = _UnitSentenceEmbedding(model.cpu()).eval()
     batch, length = torch.export.Dim("batch"), torch.export.Dim("length")
     try:
-        with tempfile.TemporaryDirectory(prefix="title-model-onnx-") as folder, quiet_exporter():
+        with tempfile.TemporaryDirectory(prefix="title-model-onnx-") as folder, exporting():
             path = Path(folder) / "title_model.onnx"
             torch.onnx.export(wrapper, (), str(path), kwargs={name: example[name] for name in input_names},
                               input_names=list(input_names), output_names=["unit_vector"],
