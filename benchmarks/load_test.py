@@ -28,6 +28,9 @@ from .common import percentiles
 from .latency_gradio import Query, add_app_arguments, app_from, sample_queries
 
 SCORE_TOLERANCE = 1e-5
+#: Seconds a client waits for an answer: on a saturated shared machine gradio_client's default (a few
+#: seconds while connecting) ended whole runs; a slow answer is measured, not an error.
+CLIENT_TIMEOUT_S = 300.0
 
 
 @dataclass(frozen=True)
@@ -81,11 +84,15 @@ class Outcome:
     error: str | None = None
 
 
-def run_concurrently(url: str, requests: list[list[Request]], k: int) -> tuple[list[Outcome], float]:
-    """All callers at once, each with its own client, released together; outcomes and wall time."""
+def client_for(url: str):
     from gradio_client import Client
 
-    clients = [Client(url, verbose=False, download_files=False) for _ in requests]
+    return Client(url, verbose=False, download_files=False, httpx_kwargs={"timeout": CLIENT_TIMEOUT_S})
+
+
+def run_concurrently(url: str, requests: list[list[Request]], k: int) -> tuple[list[Outcome], float]:
+    """All callers at once, each with its own client, released together; outcomes and wall time."""
+    clients = [client_for(url) for _ in requests]
     outcomes: list[Outcome] = []
     lock = threading.Lock()
     start = threading.Barrier(len(requests) + 1)
@@ -138,9 +145,8 @@ def report(outcomes: list[Outcome], references: dict[Request, dict], wall: float
 
 def references_for(url: str, requests: list[list[Request]], k: int) -> dict[Request, dict]:
     """Every distinct request sent alone, one after another: the answers concurrency must reproduce."""
-    from gradio_client import Client
 
-    alone = Client(url, verbose=False, download_files=False)
+    alone = client_for(url)
     distinct = {request for mine in requests for request in mine}
     print(f"Sending {len(distinct)} distinct requests alone for reference...", flush=True)
     return {request: call(alone, request, k) for request in distinct}

@@ -110,7 +110,8 @@ def _per_query(pytorch: Recommender, bundle: Path, text_model: str | None, rows:
                    [r.item_id for r in recommenders["onnxruntime"].recommend(image=path, mode="image", k=k)]
                    for path in files)
     return {"queries": queries, "rounds": rounds, "k": k, "load_average": os.getloadavg(),
-            "cpu_ms": {case: {name: float(np.median(values)) for name, values in by.items()} for case, by in cpu.items()},
+            "cpu_ms": {case: {name: float(np.median(values)) for name, values in by.items()}
+                       for case, by in cpu.items()},
             "same_image_answers": same}
 
 

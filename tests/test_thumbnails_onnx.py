@@ -20,7 +20,12 @@ from recommender import Recommender
 from recommender.encoders import thumbnails_onnx
 from recommender.encoders.autoencoder import DenoisingAutoencoder
 from recommender.encoders.thumbnails import ThumbnailEncoder
-from recommender.serving.startup import THUMBNAILS_SETTLED_LOG, BundlePlan, Startup
+from recommender.serving.startup import (
+    THUMBNAILS_SETTLED_LOG,
+    BundlePlan,
+    Startup,
+    use_onnx_runtime,
+)
 
 from .conftest import TEST_ENCODER
 
@@ -81,7 +86,8 @@ def test_concurrent_thumbnail_queries_get_the_sequential_answers(settled: Recomm
     query sent alone (items, order and scores, exactly)."""
     images = catalog_thumbnails(settled)
     titles = settled.catalog.titles
-    queries = [("image", row) for row in range(0, len(images), 2)] + [("hybrid", row) for row in range(1, len(images), 3)]
+    queries = [("image", row) for row in range(0, len(images), 2)]
+    queries += [("hybrid", row) for row in range(1, len(images), 3)]
 
     def ask(query: tuple[str, int]) -> list[tuple[str, float]]:
         mode, row = query
@@ -145,12 +151,13 @@ def test_an_export_that_does_not_reproduce_pytorch_is_not_used(settled: Recommen
     assert encoder.use_onnx_runtime([]) is False and encoder.backend == "pytorch"
 
 
-def test_a_new_revision_with_the_same_encoder_reuses_the_session(settled: Recommender, bundle_dir: Path) -> None:
+def test_a_new_revision_with_the_same_encoder_keeps_its_session(settled: Recommender, bundle_dir: Path) -> None:
     """A hot swap to a revision made by ``train add`` keeps the encoder: no second export."""
-    again = Recommender.load(bundle_dir).thumbnail_encoder
-    assert again.share_onnx_runtime(settled.thumbnail_encoder) is True and again.backend == "onnxruntime"
+    new = Recommender.load(bundle_dir)
+    use_onnx_runtime(new, titles=False, thumbnails=True, previous=settled)
+    assert new.thumbnail_encoder is settled.thumbnail_encoder and new.info()["image_backend"] == "onnxruntime"
     other = ThumbnailEncoder(DenoisingAutoencoder(TEST_ENCODER))  # same architecture, other weights
-    assert other.share_onnx_runtime(settled.thumbnail_encoder) is False and other.backend == "pytorch"
+    assert not other.same_model(settled.thumbnail_encoder)
 
 
 def test_two_exports_at_once_both_succeed(settled: Recommender) -> None:

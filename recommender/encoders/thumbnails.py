@@ -16,6 +16,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..data.images import ImageInput, crop_letterbox, load_image
+from ..errors import InvalidQueryError
 from ..search.index import normalize
 from .autoencoder import EncoderConfig, encoder_parameter_count, load_autoencoder
 from .thumbnails_onnx import OnnxThumbnailModel, export_thumbnail_model
@@ -72,7 +73,7 @@ class ThumbnailEncoder:
         try:
             probes = np.stack([self.prepare(image) for image in probe_images]) if probe_images else np.zeros(0)
             self._onnx = export_thumbnail_model(self.model, probes, threads=torch.get_num_threads())
-        except OnnxExportError as error:
+        except (OnnxExportError, InvalidQueryError) as error:  # the export, or a probe that does not decode
             logger.warning("Thumbnails stay on PyTorch: the ONNX export of the %s encoder failed (%s)",
                            self.config.architecture, error)
             return False
@@ -86,16 +87,13 @@ class ThumbnailEncoder:
         """Decode and preprocess one image (raises :class:`InvalidQueryError` on bad input)."""
         return preprocess(decode_for(self.config, source), self.config)
 
-    def share_onnx_runtime(self, other: ThumbnailEncoder) -> bool:
-        """Use ``other``'s ONNX Runtime session if it has one and the same weights (a new bundle
-        revision made by ``train add`` keeps its encoder): no second export. Whether it did."""
-        if other._onnx is None or self.config != other.config:
+    def same_model(self, other: ThumbnailEncoder) -> bool:
+        """Whether ``other`` embeds with the same configuration and weights (a new bundle revision
+        made by ``train add`` keeps its encoder)."""
+        if self.config != other.config:
             return False
         theirs = other.model.state_dict()
-        if any(not torch.equal(tensor, theirs[name]) for name, tensor in self.model.state_dict().items()):
-            return False
-        self._onnx = other._onnx
-        return True
+        return all(torch.equal(tensor, theirs[name]) for name, tensor in self.model.state_dict().items())
 
     def embed_arrays(self, arrays: np.ndarray) -> np.ndarray:
         """``N x C x H x W`` preprocessed arrays -> ``N x D`` unit vectors, on ONNX Runtime once

@@ -58,13 +58,21 @@ def use_one_thread_per_query() -> None:
 def use_onnx_runtime(recommender: Recommender, titles: bool, thumbnails: bool,
                      previous: Recommender | None = None) -> None:
     """Move queries onto ONNX Runtime where its export reproduces PyTorch on catalog items (seconds to a
-    minute: off the request path). ``previous``: the recommender this one replaces, whose thumbnail
-    session is reused when the encoder's weights are the same."""
-    encoder = recommender.thumbnail_encoder
-    if thumbnails and not (previous is not None and encoder.share_onnx_runtime(previous.thumbnail_encoder)):
+    minute: off the request path). ``previous``: the recommender this one replaces; when its thumbnail
+    encoder has the same weights, this one takes it over (its session, or the export still running
+    for it) instead of exporting again."""
+    if previous is not None and recommender.thumbnail_encoder.same_model(previous.thumbnail_encoder):
+        recommender.thumbnail_encoder = previous.thumbnail_encoder
+    elif thumbnails:
         rows = recommender.catalog.live_rows()[:ONNX_PROBE_THUMBNAILS]
-        encoder.use_onnx_runtime([recommender.catalog.image_bytes(int(row)) for row in rows])
-    logger.info("%s %s", THUMBNAILS_SETTLED_LOG, encoder.backend)
+        try:
+            probes = [recommender.catalog.image_bytes(int(row)) for row in rows]
+        except Exception as error:  # noqa: BLE001 - a catalog thumbnail that cannot be read: keep PyTorch, go on
+            logger.warning("Thumbnails stay on PyTorch: no probe thumbnails to check an export on (%s)", error)
+            probes = []
+        if probes:
+            recommender.thumbnail_encoder.use_onnx_runtime(probes)
+    logger.info("%s %s", THUMBNAILS_SETTLED_LOG, recommender.thumbnail_encoder.backend)
     if titles:
         recommender.title_encoder.use_onnx_runtime(recommender.catalog.titles[:ONNX_PROBE_TITLES])
 
