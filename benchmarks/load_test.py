@@ -28,6 +28,9 @@ from .common import percentiles
 from .latency_gradio import Query, add_app_arguments, app_from, sample_queries
 
 SCORE_TOLERANCE = 1e-5
+#: Seconds a client waits for an answer: on a saturated shared machine gradio_client's default (a few
+#: seconds while connecting) ended whole runs; a slow answer is measured, not an error.
+CLIENT_TIMEOUT_S = 300.0
 
 
 @dataclass(frozen=True)
@@ -81,11 +84,15 @@ class Outcome:
     error: str | None = None
 
 
-def run_concurrently(url: str, requests: list[list[Request]], k: int) -> tuple[list[Outcome], float]:
-    """All callers at once, each with its own client, released together; outcomes and wall time."""
+def client_for(url: str):
     from gradio_client import Client
 
-    clients = [Client(url, verbose=False, download_files=False) for _ in requests]
+    return Client(url, verbose=False, download_files=False, httpx_kwargs={"timeout": CLIENT_TIMEOUT_S})
+
+
+def run_concurrently(url: str, requests: list[list[Request]], k: int) -> tuple[list[Outcome], float]:
+    """All callers at once, each with its own client, released together; outcomes and wall time."""
+    clients = [client_for(url) for _ in requests]
     outcomes: list[Outcome] = []
     lock = threading.Lock()
     start = threading.Barrier(len(requests) + 1)
@@ -138,9 +145,8 @@ def report(outcomes: list[Outcome], references: dict[Request, dict], wall: float
 
 def references_for(url: str, requests: list[list[Request]], k: int) -> dict[Request, dict]:
     """Every distinct request sent alone, one after another: the answers concurrency must reproduce."""
-    from gradio_client import Client
 
-    alone = Client(url, verbose=False, download_files=False)
+    alone = client_for(url)
     distinct = {request for mine in requests for request in mine}
     print(f"Sending {len(distinct)} distinct requests alone for reference...", flush=True)
     return {request: call(alone, request, k) for request in distinct}
@@ -166,6 +172,7 @@ def against_echo(app_url: str, echo_url: str, requests: list[list[Request]], ref
     cpu_ms: dict[str, list[float]] = {"app": [], "echo": [], "app clients": [], "echo clients": []}
     errors = {"app": 0, "echo": 0}
     differ = 0
+    load = [os.getloadavg()[0]]  # other work on the machine moves both apps, but is worth knowing
     for round_ in range(rounds):
         for name in ("app", "echo") if round_ % 2 == 0 else ("echo", "app"):
             server_before = cpu_seconds(pids[name]) if pids else 0.0
@@ -178,6 +185,7 @@ def against_echo(app_url: str, echo_url: str, requests: list[list[Request]], ref
             errors[name] += sum(outcome.error is not None for outcome in outcomes)
             if name == "app":
                 differ += sum(same(o.answer, references[o.request]) is None for o in outcomes if o.answer)
+        load.append(os.getloadavg()[0])
         print(f"round {round_ + 1}: app {rates['app'][-1]:.1f} requests/s, echo {rates['echo'][-1]:.1f} "
               f"requests/s, ratio {rates['app'][-1] / rates['echo'][-1]:.3f}", flush=True)
     ratios = [app / echo for app, echo in zip(rates["app"], rates["echo"], strict=True)]
@@ -185,6 +193,7 @@ def against_echo(app_url: str, echo_url: str, requests: list[list[Request]], ref
             "app_rps": float(np.median(rates["app"])), "echo_rps": float(np.median(rates["echo"])),
             "ratio_median": float(np.median(ratios)), "ratio_min": min(ratios), "ratio_max": max(ratios),
             "ratios": ratios, "app_errors": errors["app"], "echo_errors": errors["echo"], "differ": differ,
+            "load_average": {"min": min(load), "max": max(load), "per_round": load},
             "cpu_ms_per_request": {name: float(np.median(values)) for name, values in cpu_ms.items() if values}}
 
 
@@ -193,17 +202,24 @@ def echo_table(result: dict) -> str:
             f"rounds: app {result['app_rps']:.1f} requests/s, echo {result['echo_rps']:.1f} requests/s (medians); "
             f"app / echo {result['ratio_median']:.3f} (median; rounds {result['ratio_min']:.3f}-"
             f"{result['ratio_max']:.3f}); errors app {result['app_errors']}, echo {result['echo_errors']}; "
-            f"answers differing from sequential ones: {result['differ']}"
+            f"answers differing from sequential ones: {result['differ']}; load average (1 min) "
+            f"{result['load_average']['min']:.1f}-{result['load_average']['max']:.1f} during the rounds"
             + "".join(f"\nCPU per request, {name}: {ms:.1f} ms (median)"
                       for name, ms in result.get("cpu_ms_per_request", {}).items()))
 
 
 def suite_section(bundle: Path, text_model: str | None, results, callers: int, per_caller: int, rounds: int,
                   k: int = 10) -> dict:
-    """``python -m benchmarks`` section ``throughput``: the app against the echo app, side by side."""
+    """``python -m benchmarks`` section ``throughput``: the app against the echo app, side by side;
+    first, in this process, the server CPU of thumbnail and hybrid queries on each thumbnail backend."""
+    from . import thumbnail_backends
     from .common import Row, free_port
     from .latency_gradio import app_command, echo_command, started
 
+    backends = thumbnail_backends.measure(bundle, text_model, queries=30, rounds=5)
+    print(thumbnail_backends.tables(backends), flush=True)
+    results.add(*thumbnail_backends.suite_rows(backends))
+    results.raw["thumbnail_backends"] = backends
     logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per HTTP request: thousands per round
     app_port, echo_port = free_port(), free_port()
     app_url, echo_url = f"http://127.0.0.1:{app_port}/", f"http://127.0.0.1:{echo_port}/"
@@ -215,7 +231,8 @@ def suite_section(bundle: Path, text_model: str | None, results, callers: int, p
     print(echo_table(result))
     note = (f"{callers} concurrent gradio_client callers x {per_caller} mixed requests, median of {rounds} "
             f"interleaved rounds (spread {result['ratio_min']:.3f}-{result['ratio_max']:.3f}); errors "
-            f"{result['app_errors']}, differing from sequential {result['differ']}")
+            f"{result['app_errors']}, differing from sequential {result['differ']}; load average "
+            f"{result['load_average']['min']:.1f}-{result['load_average']['max']:.1f}")
     cpu = result["cpu_ms_per_request"]
     results.add(Row("throughput", "requests/s: app / echo app", f"{result['ratio_median']:.3f}", None, "", note),
                 Row("throughput", "requests/s", result["app_rps"], result["echo_rps"], "", "app vs echo app, medians"),

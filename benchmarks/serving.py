@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recommender.serving.startup import TITLES_SETTLED_LOG
+from recommender.serving.startup import THUMBNAILS_SETTLED_LOG, TITLES_SETTLED_LOG
 
 from .common import Results, Row, free_port, peak_rss_mib, stop_process
 
@@ -96,6 +96,9 @@ def app_startup(bundle: Path, text_model: str | None, timeout: float = 600.0,
                 marks["ready_s"] = time.perf_counter() - started
             if "Startup failed" in line:
                 marks["failed"] = line.strip()
+            if THUMBNAILS_SETTLED_LOG in line and "thumbnails_s" not in marks:
+                marks["thumbnails_s"] = time.perf_counter() - started
+                marks["thumbnails_backend"] = line.split(THUMBNAILS_SETTLED_LOG, 1)[1].strip()
             if TITLES_SETTLED_LOG in line and "titles_s" not in marks:
                 marks["titles_s"] = time.perf_counter() - started
                 marks["titles_backend"] = line.split(TITLES_SETTLED_LOG, 1)[1].strip()
@@ -158,6 +161,8 @@ def run(ours: Path, baseline: Path | None, text_model: str | None, results: Resu
                 Row("serving", "app.py: start -> page answers", app.get("page_s"), None, "s", "local bundle"),
                 Row("serving", "app.py: start -> recommender ready", app.get("ready_s"), None, "s",
                     "'Ready in' in its log"),
+                Row("serving", "app.py: start -> thumbnail queries settled", app.get("thumbnails_s"), None, "s",
+                    f"on {app.get('thumbnails_backend', '?')} (the ONNX exports run after 'ready', this one first)"),
                 Row("serving", "app.py: start -> title queries settled", app.get("titles_s"), None, "s",
                     f"on {app.get('titles_backend', '?')} (the ONNX export runs after 'ready')"),
                 Row("serving", "app.py: peak RSS when settled", app.get("peak_rss_after_start_mib"), None, "MiB"),

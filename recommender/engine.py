@@ -181,6 +181,7 @@ class Recommender:
             "text_dimension": self.title_encoder.dimension,
             "text_backend": self.title_encoder.backend,
             "image_encoder": self.thumbnail_encoder.config.architecture,
+            "image_backend": self.thumbnail_encoder.backend,
             "image_dimension": self.image_vectors.shape[1],
             "title_head": self.title_head is not None,
             "image_index": describe_index(self.image_index),

@@ -38,7 +38,7 @@ REMOVED = "vid107"
 
 def started(folder: Path) -> Startup:
     """The app's startup serving ``folder``, loaded."""
-    startup = Startup(BundlePlan(str(folder), None, "test"), onnx_titles=False).start()
+    startup = Startup(BundlePlan(str(folder), None, "test"), onnx_titles=False, onnx_thumbnails=False).start()
     startup.wait(120)
     assert startup.ready, startup.status_line()
     return startup
@@ -105,7 +105,7 @@ def test_a_revision_that_fails_to_load_leaves_the_old_one_serving(folder: Path, 
 
 
 def test_the_hub_watcher_follows_the_branch(offline_hub: HubCache) -> None:  # noqa: F811
-    startup = Startup(BundlePlan(offline_hub.repo_id, None, "test"), onnx_titles=False).start()
+    startup = Startup(BundlePlan(offline_hub.repo_id, None, "test"), onnx_titles=False, onnx_thumbnails=False).start()
     assert startup.wait(120).revision["commit"] == offline_hub.main_commit
     asked = []
     head = [offline_hub.main_commit]

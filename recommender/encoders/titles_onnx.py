@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,22 +30,40 @@ TOLERANCE = 1e-4
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
+#: torch.export's tracing state is process-wide: two exports at once (startup's and a hot swap's,
+#: or two apps in one process) fail with errors such as "Expected proxy mode to be set".
+_EXPORT_LOCK = threading.Lock()
+
+
 @contextmanager
-def _quiet() -> Iterator[None]:
-    """The exporter's INFO lines (hundreds of graph-pass messages) stay out of the app's log.
+def exporting() -> Iterator[None]:
+    """One ``torch.onnx`` export at a time in this process, its INFO lines (hundreds of graph-pass
+    messages) out of the app's log.
 
     Only these libraries' loggers are touched: the export runs beside live queries, so
     process-wide state (warning filters, stdout) is left alone.
     """
-    loggers = [logging.getLogger(name) for name in ("onnxscript", "onnx_ir", "torch.onnx", "torch.export")]
-    levels = [log.level for log in loggers]
-    for log in loggers:
-        log.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        for log, level in zip(loggers, levels):
-            log.setLevel(level)
+    with _EXPORT_LOCK:
+        loggers = [logging.getLogger(name) for name in ("onnxscript", "onnx_ir", "torch.onnx", "torch.export")]
+        levels = [log.level for log in loggers]
+        for log in loggers:
+            log.setLevel(logging.WARNING)
+        try:
+            yield
+        finally:
+            for log, level in zip(loggers, levels):
+                log.setLevel(level)
+
+
+def cpu_session(path: Path, threads: int = 1):
+    """An ONNX Runtime CPU session on ``threads`` intra-op threads (the app runs one per query,
+    startup.py); ``run`` is thread-safe, so concurrent queries share it."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 class OnnxExportError(RuntimeError):
@@ -70,12 +89,7 @@ class OnnxTitleModel:
     """An ONNX Runtime session that maps one tokenised title to its unit vector (thread-safe)."""
 
     def __init__(self, path: Path, input_names: Sequence[str], threads: int = 1):
-        import onnxruntime
-
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads  # one query per thread, as the app serves (startup.py)
-        options.inter_op_num_threads = 1
-        self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.session = cpu_session(path, threads)
         self.input_names = tuple(input_names)
 
     def __call__(self, features: dict[str, torch.Tensor]) -> np.ndarray:
@@ -101,7 +115,7 @@ def export_title_model(model: torch.nn.Module, probe_texts: Sequence[str]) -> On
     wrapper = _UnitSentenceEmbedding(model.cpu()).eval()
     batch, length = torch.export.Dim("batch"), torch.export.Dim("length")
     try:
-        with tempfile.TemporaryDirectory(prefix="title-model-onnx-") as folder, _quiet():
+        with tempfile.TemporaryDirectory(prefix="title-model-onnx-") as folder, exporting():
             path = Path(folder) / "title_model.onnx"
             torch.onnx.export(wrapper, (), str(path), kwargs={name: example[name] for name in input_names},
                               input_names=list(input_names), output_names=["unit_vector"],

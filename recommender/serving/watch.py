@@ -26,7 +26,7 @@ from ..data.bundle import MANIFEST, is_repo_id
 from ..data.live import describe_revision
 from ..engine import Recommender
 from .public import without_paths
-from .startup import ONNX_PROBE_TITLES, Startup
+from .startup import Startup, use_onnx_runtime
 
 logger = logging.getLogger(__name__)
 
@@ -126,8 +126,8 @@ class BundleWatcher:
             logger.exception("Revision %s of %s did not load; still serving %s", key[:12], self.startup.plan.source,
                              current.revision["id"])
             return False
-        if recommender.title_encoder is not current.title_encoder and self.startup.onnx_titles:
-            recommender.title_encoder.use_onnx_runtime(recommender.catalog.titles[:ONNX_PROBE_TITLES])
+        use_onnx_runtime(recommender, titles=recommender.title_encoder is not current.title_encoder and
+                         self.startup.onnx_titles, thumbnails=self.startup.onnx_thumbnails, previous=current)
         self.startup.swap(recommender)
         self._failed, status["error"] = None, None
         status["swaps"] += 1
