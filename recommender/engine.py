@@ -109,6 +109,7 @@ class Recommender:
         self.revision = describe_revision(self.manifest, folder, catalog.live_count)
         self.search = search if search is not None else read_search_config(self.manifest)
         self._metadata = MetadataColumns(catalog.metadata_columns, lambda column: catalog.dataset[column])
+        self._copies: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # row -> its near-identical rows (dedupe)
         for index in (image_index, text_index):
             apply_search_config(index, self.search)
 
@@ -265,7 +266,7 @@ class Recommender:
                 return self._pool(query, mode, depth, alpha, fusion, mask)
         selection = Selection(controls.diversity, self._similarity(mode, alpha),
                               self._looks if controls.dedupe else None, self.search.dedupe_threshold,
-                              self._caps(controls.caps))
+                              self._caps(controls.caps), len(self.catalog))
         admitted = self.catalog.removed.live.copy() if mask is None else mask.allowed
         if mask is None and query.exclude_row is not None:
             admitted[query.exclude_row] = False
@@ -366,7 +367,7 @@ class Recommender:
     def _hidden_copies(self, selection: Selection, offset: int, admitted: np.ndarray) -> list[list[int]]:
         """Rows folded into each result of the page, found over the whole catalog (not one pool)."""
         if len(self.catalog) <= FULL_SCAN_LIMIT:
-            nearest = scan_copies(self._all_looks, self._looks, self.search.dedupe_threshold)
+            nearest = scan_copies(self._all_looks, self._looks, self.search.dedupe_threshold, self._copies)
         elif self.title_head is None:
             nearest = index_copies(self.image_index, lambda rows: self.image_vectors[rows], 1.0, self.catalog.removed)
         else:
@@ -383,7 +384,8 @@ class Recommender:
     def _caps(self, caps: Mapping[str, int]) -> Caps | None:
         if not caps:
             return None
-        return Caps(tuple(self._metadata.codes(column)[1] for column in caps), tuple(caps.values()))
+        columns = [self._metadata.codes(column) for column in caps]
+        return Caps(tuple(codes for _, codes in columns), tuple(caps.values()), tuple(len(values) for values, _ in columns))
 
     def _nothing_found(self, query: _Query) -> str:
         """Why a query has no results: in practice, a catalog with nothing but the queried item."""

@@ -29,8 +29,8 @@ class SearchConfig:
     - ``ivf_nprobe``: inverted lists an IVF index visits; ``None`` visits ``max(8, nlist // 32)``.
     - ``dedupe_threshold``: a result whose thumbnail features have at least this cosine with a
       higher-ranked result's is folded into it (``recommend(dedupe=True)``, the default).
-    - ``session_fusion``: how a session's items become one ranking: ``"rrf"`` fuses each item's
-      ranked list, ``"centroid"`` searches from their mean vector.
+    - ``session_fusion``: how a session's items become one ranking: ``"centroid"`` searches from
+      their mean vector, ``"rrf"`` fuses each item's ranked list (docs/results.md compares them).
     """
 
     alpha: float = 0.65
@@ -41,7 +41,7 @@ class SearchConfig:
     hnsw_ef_search: int = 128
     ivf_nprobe: int | None = None
     dedupe_threshold: float = 0.997
-    session_fusion: str = "rrf"
+    session_fusion: str = "centroid"
 
     def __post_init__(self) -> None:
         problems = []

@@ -32,9 +32,11 @@ def hidden_copies(looks: Callable[[np.ndarray], np.ndarray], threshold: float, p
     if not len(page):
         return []
     chosen = np.asarray(picked, dtype=np.int64)
+    shown = np.zeros(len(admitted), dtype=bool)
+    shown[chosen] = True
     found = []
     for position, (rows, cosines) in enumerate(zip(*nearest(page))):
-        keep = (cosines >= threshold) & admitted[rows] & ~np.isin(rows, chosen)
+        keep = (cosines >= threshold) & admitted[rows] & ~shown[rows]
         rows = rows[keep][np.argsort(-cosines[keep], kind="stable")]
         if len(rows) and start + position > 0:  # a copy of an earlier result folds into that one
             earlier = looks(rows) @ looks(chosen[:start + position]).T
@@ -43,13 +45,18 @@ def hidden_copies(looks: Callable[[np.ndarray], np.ndarray], threshold: float, p
     return found
 
 
-def scan_copies(all_looks: np.ndarray, looks: Callable[[np.ndarray], np.ndarray],
-                threshold: float) -> Callable[[np.ndarray], tuple[list[np.ndarray], list[np.ndarray]]]:
-    """Copies by one matrix product with every row's looks (a catalog small enough to scan whole)."""
+def scan_copies(all_looks: np.ndarray, looks: Callable[[np.ndarray], np.ndarray], threshold: float,
+                cache: dict[int, tuple[np.ndarray, np.ndarray]]) -> Callable[[np.ndarray], tuple[list, list]]:
+    """Copies by a matrix product with every row's looks (a catalog small enough to scan whole). A row's
+    copies depend on the catalog alone, so ``cache`` (one per loaded catalog) keeps them for later queries."""
     def nearest(page: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        cosines = looks(page) @ all_looks.T
-        rows = [np.flatnonzero(row >= threshold) for row in cosines]
-        return rows, [row[hits] for row, hits in zip(cosines, rows)]
+        missing = [row for row in page.tolist() if row not in cache]
+        if missing:
+            for row, cosines in zip(missing, looks(np.asarray(missing)) @ all_looks.T):
+                hits = np.flatnonzero(cosines >= threshold)
+                cache[row] = (hits, cosines[hits])
+        found = [cache[row] for row in page.tolist()]
+        return [rows for rows, _ in found], [cosines for _, cosines in found]
     return nearest
 
 

@@ -44,9 +44,8 @@ def rank(selection: Selection, pool_at: Callable[[int], Pool], need: int, tiers:
 
 def anything_left(selection: Selection, admitted: np.ndarray) -> bool:
     """Whether some admitted row is neither picked, folded nor capped out: a next page exists."""
-    left = admitted.copy()
-    left[selection.taken()] = False
+    left = admitted & ~selection.taken()
     for codes, full in selection.capped():
-        if full:
-            left &= ~np.isin(codes, full)
+        if full.any():
+            left &= ~full[codes]
     return bool(left.any())

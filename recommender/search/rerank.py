@@ -41,6 +41,7 @@ class Caps:
 
     codes: tuple[np.ndarray, ...]
     limits: tuple[int, ...]
+    values: tuple[int, ...]  # how many distinct values each column has (codes are below it)
 
 
 @dataclass
@@ -52,20 +53,22 @@ class Selection:
     looks: Callable[[np.ndarray], np.ndarray] | None  # rows -> unit looks vectors; None: dedupe is off
     threshold: float
     caps: Caps | None
+    count: int  # catalog rows
     picked: list[int] = field(default_factory=list)
     scores: list[float] = field(default_factory=list)  # each pick's score in the pool it came from
-    _taken: list[int] = field(default_factory=list)  # picked and folded rows
-    _counts: list[dict[int, int]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self._counts = [{} for _ in (self.caps.limits if self.caps else ())]
+        self._taken = np.zeros(self.count, dtype=bool)  # picked and folded rows
+        self._counts = [np.zeros(values, dtype=np.int64) for values in (self.caps.values if self.caps else ())]
+        self._full = [np.zeros(values, dtype=bool) for values in (self.caps.values if self.caps else ())]
 
     def taken(self) -> np.ndarray:
-        return np.asarray(self._taken, dtype=np.int64)
+        """Boolean mask over the catalog: rows picked or folded into a pick."""
+        return self._taken
 
     def extend(self, pool: Pool, target: int) -> bool:
         """Pick from ``pool`` until ``target`` results; ``False`` if the pool ran out of candidates first."""
-        fresh = ~np.isin(pool.rows, self.taken())
+        fresh = ~self._taken[pool.rows]
         rows, score = pool.rows[fresh], pool.score[fresh]
         relevance = score.astype(np.float64)
         available = np.ones(len(rows), dtype=bool)
@@ -93,12 +96,12 @@ class Selection:
             available[position] = False
             self.picked.append(row)
             self.scores.append(float(score[position]))
-            self._taken.append(row)
+            self._taken[row] = True
             if looks is not None:
                 copies = available & (looks @ looks[position] >= self.threshold)
                 if copies.any():
                     available &= ~copies
-                    self._taken.extend(rows[copies].tolist())
+                    self._taken[rows[copies]] = True
             if mmr:
                 closest = np.maximum(closest, vectors @ vectors[position])
             if self.caps is not None:
@@ -109,29 +112,25 @@ class Selection:
         """A deeper pool's candidates that copy an earlier result are folded (into the first such result)."""
         hit = (looks @ self.looks(np.asarray(self.picked)).T >= self.threshold).any(axis=1)
         available &= ~hit
-        self._taken.extend(rows[hit].tolist())
+        self._taken[rows[hit]] = True
 
     def _eligible(self, rows: np.ndarray) -> np.ndarray:
         eligible = np.ones(len(rows), dtype=bool)
-        for codes, counts, limit in zip(self.caps.codes, self._counts, self.caps.limits) if self.caps else ():
-            full = [code for code, count in counts.items() if count >= limit]
-            if full:
-                eligible &= ~np.isin(codes[rows], full)
+        for codes, full in zip(self.caps.codes, self._full) if self.caps else ():
+            eligible &= ~full[codes[rows]]
         return eligible
 
     def _count(self, row: int, rows: np.ndarray) -> np.ndarray:
         """Count ``row`` against each cap; the pool's rows still allowed after it."""
         eligible = np.ones(len(rows), dtype=bool)
-        for codes, counts, limit in zip(self.caps.codes, self._counts, self.caps.limits):
-            code = int(codes[row])
-            counts[code] = counts.get(code, 0) + 1
+        for codes, counts, full, limit in zip(self.caps.codes, self._counts, self._full, self.caps.limits):
+            code = codes[row]
+            counts[code] += 1
             if counts[code] >= limit:
+                full[code] = True
                 eligible &= codes[rows] != code
         return eligible
 
-    def capped(self) -> list[tuple[np.ndarray, list[int]]]:
-        """Per cap, its codes and the values that reached it (to tell whether anything selectable is left)."""
-        if self.caps is None:
-            return []
-        return [(codes, [code for code, count in counts.items() if count >= limit])
-                for codes, counts, limit in zip(self.caps.codes, self._counts, self.caps.limits)]
+    def capped(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per cap, its codes and which values reached it (to tell whether anything selectable is left)."""
+        return list(zip(self.caps.codes, self._full)) if self.caps else []
