@@ -98,7 +98,7 @@ class ThumbnailEncoder:
     def embed_arrays(self, arrays: np.ndarray) -> np.ndarray:
         """``N x C x H x W`` preprocessed arrays -> ``N x D`` unit vectors, on ONNX Runtime once
         :meth:`use_onnx_runtime` succeeded (every batch size: one upload and a batch of uploads get
-        the same vectors), else on PyTorch.
+        the same vectors, to float rounding), else on PyTorch.
 
         No lock: an ONNX Runtime session is thread-safe, and an eval-mode forward pass under
         ``inference_mode`` changes no state, so concurrent queries run side by side (each on its own
