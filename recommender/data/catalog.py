@@ -173,7 +173,8 @@ def _checked_image(value: object) -> tuple[bytes | None, str | None]:
         data = image_cell_bytes(value)
         load_image(data)
     except (InvalidQueryError, ValueError, OSError) as error:
-        return None, f"bad image ({error})"
+        named = isinstance(value, str) and value.strip() not in str(error)  # say which reference
+        return None, f"bad image ({value.strip() + ': ' if named else ''}{error})"
     return data, None
 
 
