@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from recommender.data.bundle import MANIFEST, FILES
+from recommender.data.bundle import FILES, MANIFEST
 from recommender.data.live import BundleParts
 from train.build import build_bundle
 from train.embedding import EmbeddingConfig

@@ -11,7 +11,11 @@ import pytest
 
 from recommender import Recommender
 from recommender.data.bundle import FILES, MANIFEST, write_manifest
-from recommender.data.vectors import StackedVectors, VectorShardWriter, open_vector_shards
+from recommender.data.vectors import (
+    StackedVectors,
+    VectorShardWriter,
+    open_vector_shards,
+)
 from recommender.errors import BundleError
 from train.build import build_bundle
 from train.embedding import EmbeddingConfig

@@ -33,12 +33,11 @@ import pyarrow.parquet as pq
 from recommender.data.catalog import Catalog, image_cell_bytes
 from recommender.encoders.titles import TitleEncoder
 
-from .embedding import EmbeddingConfig
+from .embedding import RAY_INPUT_DIR, EmbeddingConfig
 
 logger = logging.getLogger(__name__)
 #: Embedding batches per parquet shard Ray reads: enough blocks for every actor, few enough files.
 BATCHES_PER_SHARD = 4
-INPUT_DIR = ".ray-input"
 
 
 @contextmanager
@@ -117,7 +116,7 @@ def embed_on_ray(catalog: Catalog, staging: Path, title_encoder: TitleEncoder, e
 
     from recommender.data.bundle import FILES
 
-    shards = staging / INPUT_DIR
+    shards = staging / RAY_INPUT_DIR
     write_parquet_shards(catalog, shards, embedding.batch_size * BATCHES_PER_SHARD)
     try:
         with ray_session(embedding.ray_address):
