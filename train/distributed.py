@@ -30,6 +30,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+import recommender
+import train
 from recommender.data.catalog import Catalog, image_cell_bytes
 from recommender.encoders.titles import TitleEncoder
 
@@ -51,11 +53,14 @@ def ray_session(address: str | None = None) -> Iterator[None]:
         yield
         return
     address = address or os.environ.get("RAY_ADDRESS")
+    # Workers import the actor's code from these packages: ship them, so a cluster (or a local Ray started
+    # outside the repository) needs no copy of this project installed.
+    code = {"py_modules": [str(Path(package.__file__).parent) for package in (recommender, train)]}
     if address:
-        ray.init(address=address, log_to_driver=False)
+        ray.init(address=address, runtime_env=code, log_to_driver=False)
     else:
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-        ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+        ray.init(include_dashboard=False, runtime_env=code, log_to_driver=False, configure_logging=False)
     try:
         yield
     finally:
