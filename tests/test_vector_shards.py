@@ -23,8 +23,9 @@ from train.embedding import EmbeddingConfig
 from .conftest import TEST_ENCODER
 from .test_bundle import answers
 
-#: float16 keeps 11 significant bits: a unit vector's cosine moves by at most a few 1e-4.
-FLOAT16_SCORE_TOLERANCE = 2e-3
+#: float16 keeps 11 significant bits; stored on both sides of an item query (and in the index), a score
+#: on the test catalog moved by up to 3.8e-3.
+FLOAT16_SCORE_TOLERANCE = 5e-3
 
 
 def written(tmp_path: Path, rows: np.ndarray, dtype: str, shard_rows: int, batch: int = 7):
@@ -120,7 +121,11 @@ def test_float16_vectors_keep_the_top_k(tmp_path: Path, bundle_dir: Path, catalo
     assert half.image_vectors[0].dtype == np.float32
     for got, expected in zip(answers(half), answers(reference)):
         assert {row[0] for row in got} == {row[0] for row in expected}  # the same top k
-        for mine, theirs in zip(got, expected):  # scores at every rank (a mode's missing scores stay missing)
+        np.testing.assert_allclose([row[1] for row in got], [row[1] for row in expected],
+                                   atol=FLOAT16_SCORE_TOLERANCE)  # the score at every rank
+        by_id = {row[0]: row for row in expected}
+        for mine in got:  # each item's scores (a mode's missing scores stay missing)
+            theirs = by_id[mine[0]]
             assert [score is None for score in mine[1:]] == [score is None for score in theirs[1:]]
             np.testing.assert_allclose([x for x in mine[1:] if x is not None],
                                        [x for x in theirs[1:] if x is not None], atol=FLOAT16_SCORE_TOLERANCE)
