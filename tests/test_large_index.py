@@ -172,3 +172,49 @@ def test_live_appends_extend_the_compressed_index(vectors, shards: int) -> None:
     removed = Tombstones(np.arange(3_500, 3_550), COUNT)
     _, live_rows = search_live(index, extra[:50], 5, removed)
     assert not np.isin(live_rows, removed.rows).any()
+
+
+def test_a_bundle_above_the_threshold_is_built_tuned_sharded_and_served(tmp_path: Path, catalog_parquet: Path,
+                                                                        text_model: Path) -> None:
+    from recommender import Recommender
+    from train.build import build_bundle
+    from train.trainer import TrainingConfig
+
+    from .conftest import TEST_ENCODER
+
+    bundle = tmp_path / "bundle"
+    manifest = build_bundle(catalog_parquet, bundle, text_model=str(text_model), encoder_config=TEST_ENCODER,
+                            training=TrainingConfig(epochs=1, batch_size=8), large_index_threshold=10,
+                            index_shards=2, show_progress_bar=False)
+    tunings = []
+    for modality in ("image", "text"):
+        entry = manifest["indexes"][modality]
+        assert entry["type"].startswith("IndexShards(2 x IndexRefine(IndexIVFPQFastScan")
+        assert [(bundle / name).is_file() for name in entry["shard_files"]] == [True, True]
+        assert entry["tuning"]["reached"] and entry["tuning"]["recall"] >= large_index.TARGET_RECALL
+        tunings.append(entry["tuning"])
+    assert manifest["search"]["ivf_nprobe"] == max(tuning["nprobe"] for tuning in tunings)
+    assert manifest["search"]["refine_k_factor"] == max(tuning["k_factor"] for tuning in tunings)
+
+    recommender = Recommender.load(bundle, text_model=str(text_model))
+    text_vectors = np.load(bundle / "text_vectors.npy")
+    scores = text_vectors @ text_vectors[0]
+    scores[0] = -np.inf
+    exact = list(np.argsort(-scores, kind="stable")[:5])
+    found = recommender.recommend(item_id="vid000", mode="text", k=5)
+    assert [int(row) for row in found.rows] == exact
+
+
+def test_scale_benchmark_runs_end_to_end_at_a_tiny_size(tmp_path: Path) -> None:
+    from benchmarks import scale_index
+    from benchmarks.common import Results
+
+    results = Results()
+    raw = scale_index.run(clustered(300, 48), clustered(300, 40, seed=1), results, vectors=3_000, queries=20,
+                          image_dim=16, shards=2, train_sample=1_000, chunk=700, scratch=tmp_path)
+    assert list(tmp_path.iterdir()) == []  # the generated vectors and index files are deleted
+    for name in ("text", "image"):
+        assert raw[name]["tuning"]["reached"] and raw[name]["build_s"] > 0
+        assert max(row["recall"] for row in raw[name]["sweep"]) >= 0.9
+    assert raw["hybrid"]["n"] == 20 and raw["hybrid"]["p50_ms"] > 0
+    assert any("hybrid" in row.metric for row in results.rows)
