@@ -22,6 +22,7 @@ from recommender.search.index import (
     choose_index_key,
     describe_index,
     empty_like,
+    is_memory_mapped,
     load_index,
     save_index,
     search_live,
@@ -121,6 +122,9 @@ def test_shards_answer_like_one_index_and_load_back_from_their_files(vectors, tm
     for mmap in (False, True):
         loaded = load_index(tmp_path / "text.faiss", COUNT, DIMENSION, exhaustive, mmap=mmap)
         np.testing.assert_array_equal(loaded.search(queries, 10)[1], rows)
+        assert is_memory_mapped(loaded) == mmap
+    with pytest.raises(BundleError, match="memory-mapped"):  # FAISS would abort the process growing a mapped file
+        append_index(loaded, empty_like(loaded), vectors[:2])
     (tmp_path / "text.shard1.faiss").unlink()
     with pytest.raises(BundleError, match="Missing index shard"):
         load_index(tmp_path / "text.faiss", COUNT, DIMENSION, exhaustive)
@@ -138,6 +142,11 @@ def test_memory_mapped_index_answers_like_the_one_in_ram(vectors, tuned, tmp_pat
         found = loaded.search(queries, 10)
         np.testing.assert_array_equal(found[1], expected[1])
         np.testing.assert_allclose(found[0], expected[0], rtol=1e-5)
+    # a live segment made from the memory-mapped index lives in RAM and takes entries
+    segment = empty_like(mapped)
+    assert not is_memory_mapped(segment) and segment.ntotal == 0
+    segment.add(vectors[:20])
+    assert (segment.search(vectors[:20], 1)[1][:, 0] == np.arange(20)).mean() >= 0.9
 
 
 @pytest.mark.parametrize("shards", [1, 3])

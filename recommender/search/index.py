@@ -203,6 +203,8 @@ def append_index(index: faiss.Index, segment: faiss.Index, vectors: np.ndarray) 
     index, so ``vectors`` (the segment's) are inserted into it. A sharded index appends to its last
     shard, so row ids stay in order. An index read memory-mapped cannot grow: load it into RAM first.
     """
+    if is_memory_mapped(index):
+        raise BundleError("This index was loaded memory-mapped (read-only); load it into RAM to append to it.")
     shards = large_index.sub_indexes(index)
     if len(shards) > 1:
         append_index(shards[-1], segment, vectors)
@@ -222,15 +224,45 @@ def append_index(index: faiss.Index, segment: faiss.Index, vectors: np.ndarray) 
     index.merge_from(segment, index.ntotal)
 
 
+def is_memory_mapped(index: faiss.Index) -> bool:
+    """Whether any flat codes of ``index`` (a re-ranking index's vectors, a flat index's) are a view of a
+    memory-mapped file, which FAISS cannot grow (it would abort the process)."""
+    for shard in large_index.sub_indexes(index):
+        shard = faiss.downcast_index(shard.refine_index) if isinstance(shard, faiss.IndexRefine) else shard
+        if isinstance(shard, faiss.IndexFlatCodes) and not shard.codes.is_owned:
+            return True
+    return False
+
+
 def empty_like(index: faiss.Index) -> faiss.Index:
     """A copy of ``index`` (of its last shard, for a sharded one) with its training (IVF centroids, PQ
-    codebooks, HNSW settings) and no entries."""
+    codebooks, HNSW settings) and no entries, in RAM even where ``index`` is memory-mapped."""
     source = large_index.sub_indexes(index)[-1]
+    if isinstance(source, faiss.IndexRefine) and is_memory_mapped(source):
+        return _empty_refine(source)
     try:
         empty = faiss.clone_index(source)
     except RuntimeError:  # FAISS cannot clone some transforms (e.g. L2norm): a serialised round trip copies all
         empty = faiss.deserialize_index(faiss.serialize_index(source))
     empty.reset()
+    return empty
+
+
+def _empty_refine(source: faiss.IndexRefine) -> faiss.IndexRefine:
+    """An empty re-ranking index like ``source``, whose memory-mapped flat codes neither clone nor reset."""
+    base = faiss.clone_index(source.base_index)  # the IVF lists live in RAM
+    base.reset()
+    flat = faiss.downcast_index(source.refine_index)
+    if isinstance(flat, faiss.IndexScalarQuantizer):
+        refine = faiss.IndexScalarQuantizer(flat.d, flat.sq.qtype, flat.metric_type)
+        refine.sq = flat.sq  # trained ranges, if the quantiser has any
+    else:
+        refine = faiss.IndexFlat(flat.d, flat.metric_type)
+    empty = faiss.IndexRefine(base, refine)
+    empty.k_factor = source.k_factor
+    empty.own_fields = True
+    base.this.disown()
+    refine.this.disown()
     return empty
 
 
