@@ -4,9 +4,11 @@ Vectors have the real dimensions and are synthesised from the real ones: each is
 plus Gaussian noise with the real vectors' own covariance (scaled by ``sigma``), re-normalised,
 so the synthetic catalog keeps the real data's shape instead of being uniform noise. Queries are
 fresh perturbations (not in the index). For each size the index is the one the engine chooses
-(:func:`recommender.search.index.choose_index_key`, built by :func:`recommender.search.index.build_index` with
-its constants); its search-time knob (HNSW ``efSearch`` / IVF ``nprobe``) is swept, the engine's
-default marked. Latency is one query per call, as the engine searches; recall uses all queries.
+(:func:`recommender.search.index.choose_index_key`, built by :func:`recommender.search.index.build_tuned_index`
+as a bundle build does, IVF ``nprobe`` tuned on catalog rows), plus any ``keys`` to compare; its search-time
+knob (HNSW ``efSearch`` / IVF ``nprobe``) is swept, the engine's default marked. Latency is one query per
+call, as the engine searches; recall uses all queries. RAM is the index's serialised size, a re-ranking
+index's float16 vectors counted apart (memory-mapped when served so).
 """
 
 from __future__ import annotations
@@ -67,7 +69,7 @@ def _knob(index: faiss.Index) -> tuple[str, tuple[int, ...], int] | None:
         ivf = faiss.extract_index_ivf(index)
     except RuntimeError:
         return None
-    return "nprobe", tuple(p for p in NPROBE if p <= ivf.nlist), ivf.nprobe
+    return "nprobe", tuple(sorted({*(p for p in NPROBE if p <= ivf.nlist), ivf.nprobe})), ivf.nprobe  # + the tuned one
 
 
 def _set(index: faiss.Index, name: str, value: int) -> None:
@@ -101,10 +103,12 @@ def _single_query_latency(search, queries: np.ndarray) -> dict:
     return out
 
 
-def _distinct_keys(keys: list[str], shape: tuple[int, int]) -> list[str | None]:
-    """``None`` (the engine's choice) and each extra key, aliases resolved, without repeating the engine's."""
+def _distinct_keys(keys: list[str], shape: tuple[int, int], engine: bool = True) -> list[str | None]:
+    """``None`` (the engine's choice, if ``engine``) and each extra key, aliases resolved, without repeating
+    the engine's."""
     chosen = engine_index.choose_index_key(*shape)
-    return [None, *(key for key in keys if (KEY_ALIASES[key](*shape) if key in KEY_ALIASES else key) != chosen)]
+    extra = [key for key in keys if (KEY_ALIASES[key](*shape) if key in KEY_ALIASES else key) != chosen]
+    return [None, *extra] if engine else extra
 
 
 def measure_size(database: np.ndarray, queries: np.ndarray, timed: int, key: str | None = None,
@@ -153,7 +157,7 @@ def sources(ours_image: np.ndarray, ours_text: np.ndarray) -> dict[str, np.ndarr
 
 def run(image_vectors: np.ndarray, text_vectors: np.ndarray, results: Results, sizes: list[int],
         dimensions: list[str] | None = None, queries: int = 500, timed: int = 200, sigma: float = 0.5,
-        seed: int = 0, keys: list[str] | None = None) -> None:
+        seed: int = 0, keys: list[str] | None = None, engine: bool = True) -> None:
     threads = faiss.omp_get_max_threads()
     table = ["| vectors | source | index | build s | RAM MiB (+ memory-mapped) | setting | p50 ms | p95 ms | "
              "p50 ms, 1 thread | recall@10 |",
@@ -170,7 +174,7 @@ def run(image_vectors: np.ndarray, text_vectors: np.ndarray, results: Results, s
             started = time.perf_counter()
             database = synthesise(real, size, sigma, np.random.default_rng(seed + size))
             made_s = time.perf_counter() - started
-            for key in _distinct_keys(keys or [], database.shape):
+            for key in _distinct_keys(keys or [], database.shape, engine):
                 measured = measure_size(database, query_vectors, timed, key)
                 for row in measured:
                     row.update({"vectors": size, "source": name, "synthesis_s": made_s, "key": key or "engine"})
@@ -209,13 +213,15 @@ def main() -> None:
     parser.add_argument("--dims", help="'text', 'image', '768' (default: all three)")
     parser.add_argument("--keys", help="extra factory strings, ';'-separated ('hnsw', 'large': the engine's families)")
     parser.add_argument("--queries", type=int, default=500)
+    parser.add_argument("--no-engine-choice", action="store_true", help="measure the --keys only")
     parser.add_argument("--sigma", type=float, default=0.5)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     results = Results()
     run(np.load(args.bundle / "image_vectors.npy"), np.load(args.bundle / "text_vectors.npy"), results,
         [int(size) for size in args.sizes.split(",")], args.dims.split(",") if args.dims else None,
-        queries=args.queries, sigma=args.sigma, keys=args.keys.split(";") if args.keys else None)
+        queries=args.queries, sigma=args.sigma, keys=args.keys.split(";") if args.keys else None,
+        engine=not args.no_engine_choice)
     for title, table in results.tables.items():
         print(f"\n{title}\n" + "\n".join(table))
 
