@@ -163,7 +163,7 @@ def run(text_vectors: np.ndarray, image_vectors: np.ndarray, results: Results, v
                     faiss.extract_index_ivf(shard).nprobe = nprobe
                 _, found = index.search(evaluate, K + 1)
                 recall = large_index.recall_at_k(found, truths[name][queries:], K, eval_rows)
-                latency = _timed_single(lambda q: index.search(q, K), evaluate)
+                latency = _timed_single(lambda q, index=index: index.search(q, K), evaluate)
                 sweep.append({"nprobe": nprobe, "recall": recall, **latency})
                 mark = " (tuned)" if nprobe == tuned["nprobe"] else ""
                 table.append(f"| {name} {data.shape[1]}-d {raw[name]['key']} | {vectors:,} | {shards} | {nprobe}{mark} | "
