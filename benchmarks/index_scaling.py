@@ -184,6 +184,7 @@ def run(image_vectors: np.ndarray, text_vectors: np.ndarray, results: Results, s
                                  f"{row['ram_mib']:.0f}{mapped} | {row['setting']}{mark} | "
                                  f"{row['p50_ms']:.3f} | {row['p95_ms']:.3f} | {row['p50_ms_1t']:.3f} | "
                                  f"{row['recall']:.3f} |")
+                    logger.info("Index scaling row: %s", table[-1])  # long runs: rows as they come
                 raw.extend(measured)
                 chosen = next((r for r in measured[1:] if r.get("default")), None)
                 if chosen and key is None:

@@ -79,7 +79,7 @@ def build_shard_files(vectors: np.ndarray, folder: Path, name: str, shards: int,
     paths, start = [], 0
     for number, rows in enumerate(large_index.shard_sizes(len(vectors), shards)):
         shard = large_index.empty_copy(trained)
-        large_index.add_chunks(shard, large_index.chunked(vectors[start:start + rows], chunk))
+        large_index.add_chunks(shard, large_index.chunked(vectors[start:start + rows], chunk), total=rows)
         path = folder / f"{name}.shard{number}.faiss"
         faiss.write_index(shard, str(path))
         paths.append(path)
