@@ -30,6 +30,8 @@ DEFAULT_TRAIN_SAMPLE = 100_000
 #: Candidates the fast-scan codes propose per result, re-ranked exactly from the float16 vectors.
 REFINE_K_FACTOR = 8
 MAX_K_FACTOR = 64
+#: Recall gained over two deeper ``nprobe`` steps below which tuning stops probing more lists.
+PLATEAU = 0.003
 TARGET_RECALL = 0.95
 TUNING_QUERIES = 200
 TUNING_K = 10
@@ -201,9 +203,9 @@ def tune_search_depth(index: faiss.Index, queries: np.ndarray, truth: np.ndarray
                       grow_k_factor: bool = True) -> Tuning:
     """Set ``index`` to the smallest ``nprobe`` (of ``nprobes``, default :data:`NPROBE_CANDIDATES` and
     ``nlist``) reaching ``target`` recall@``k`` against ``truth`` (exact neighbours, ``k + 1`` deep when
-    ``query_rows`` leaves each query's own row out). If none reaches it and ``grow_k_factor``, the
-    re-ranking depth (``k_factor``) doubles, up to :data:`MAX_K_FACTOR`, and the sweep runs again: fewer
-    lists with a deeper re-rank is cheaper than all lists."""
+    ``query_rows`` leaves each query's own row out). If none reaches it (or recall stops growing with
+    ``nprobe``) and ``grow_k_factor``, the re-ranking depth (``k_factor``) doubles, up to
+    :data:`MAX_K_FACTOR`, and the sweep runs again: fewer lists with a deeper re-rank is cheaper than all lists."""
     shards = sub_indexes(index)
     refines = [shard for shard in shards if isinstance(shard, faiss.IndexRefine)]
     k_factor = int(refines[0].k_factor) if refines else 1
@@ -224,15 +226,17 @@ def _tune_nprobe(index: faiss.Index, shards: list[faiss.Index], queries: np.ndar
     depth = k + (query_rows is not None)
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     candidates = list(nprobes) if nprobes else [p for p in NPROBE_CANDIDATES if p < nlist] + [nlist]
-    recall = 0.0
+    recalls: list[float] = []
     for nprobe in candidates:
         for ivf in ivfs:
             ivf.nprobe = nprobe
         _, found = index.search(queries, depth)
-        recall = recall_at_k(found, truth[:, :depth], k, query_rows)
-        if recall >= target:
-            return Tuning(nprobe, k_factor, recall, target, k, len(queries), True)
-    return Tuning(candidates[-1], k_factor, recall, target, k, len(queries), False)
+        recalls.append(recall_at_k(found, truth[:, :depth], k, query_rows))
+        if recalls[-1] >= target:
+            return Tuning(nprobe, k_factor, recalls[-1], target, k, len(queries), True)
+        if len(recalls) > 2 and recalls[-1] - recalls[-3] < PLATEAU:
+            break  # more lists no longer help: the re-ranking depth limits recall
+    return Tuning(nprobe, k_factor, recalls[-1], target, k, len(queries), False)
 
 
 def held_out_rows(count: int, trained_on: np.ndarray, queries: int, rng: np.random.Generator) -> np.ndarray:
