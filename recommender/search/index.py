@@ -156,18 +156,23 @@ def search_live(index: faiss.Index, queries: np.ndarray, k: int,
     """``index.search(queries, k)`` over the live rows only: removed rows are skipped inside FAISS (an
     ``IDSelector``), so the answer is the index's top ``k`` of the live items, padded with ``-1``.
 
-    A sharded index is searched shard by shard then, each with its own rows' selector (FAISS's
+    A re-ranking index re-scores at most :data:`REFINE_CANDIDATE_CAP` candidates a query (a deep search,
+    such as hybrid's 101 candidates, needs no more: it is re-scored exactly afterwards). A sharded index is
+    searched shard by shard when it needs parameters, each with its own rows' selector (FAISS's
     ``IndexShards`` would hand every shard the same selector over shard-local ids)."""
-    if not removed:
-        return index.search(queries, k)
     shards = large_index.sub_indexes(index)
+    if not removed and not any(_refine_capped(shard, k) for shard in shards):
+        return index.search(queries, k)
     if len(shards) == 1:
-        return shards[0].search(queries, k, params=_selecting(shards[0], removed.selector()))
+        return index.search(queries, k, params=_search_parameters(index, k, removed.selector() if removed else None))
     scores, rows, offset = [], [], 0
     for shard in shards:
-        local = removed.rows[(removed.rows >= offset) & (removed.rows < offset + shard.ntotal)] - offset
-        shard_removed = Tombstones(local, shard.ntotal)
-        found_scores, found_rows = shard.search(queries, k, params=_selecting(shard, shard_removed.selector()))
+        selector = None
+        if removed:
+            local = removed.rows[(removed.rows >= offset) & (removed.rows < offset + shard.ntotal)] - offset
+            shard_removed = Tombstones(local, shard.ntotal)  # lives until this shard's search returns
+            selector = shard_removed.selector()
+        found_scores, found_rows = shard.search(queries, k, params=_search_parameters(shard, k, selector))
         scores.append(np.where(found_rows >= 0, found_scores, -np.inf))
         rows.append(np.where(found_rows >= 0, found_rows + offset, -1))
         offset += shard.ntotal
@@ -178,17 +183,28 @@ def search_live(index: faiss.Index, queries: np.ndarray, k: int,
     return np.where(best_rows >= 0, best_scores, -np.inf).astype(np.float32), best_rows
 
 
-def _selecting(index: faiss.Index, selector: faiss.IDSelector) -> faiss.SearchParameters:
-    """Search parameters with ``selector`` that keep the index's own search depth: IVF takes its own
-    parameter type (whose default would probe one list), a re-ranking index its own around it (whose
-    default would re-rank no deeper than ``k``); HNSW keeps its ``efSearch`` under plain ones."""
+#: Most candidates a re-ranking index re-scores for one query.
+REFINE_CANDIDATE_CAP = 1024
+
+
+def _refine_capped(index: faiss.Index, k: int) -> bool:
+    return isinstance(index, faiss.IndexRefine) and k * index.k_factor > REFINE_CANDIDATE_CAP
+
+
+def _search_parameters(index: faiss.Index, k: int, selector: faiss.IDSelector | None) -> faiss.SearchParameters:
+    """Search parameters (with ``selector``, if any) that keep the index's own search depth: IVF takes its
+    own parameter type (whose default would probe one list), a re-ranking index its own around it (whose
+    default would re-rank no deeper than ``k``; capped at :data:`REFINE_CANDIDATE_CAP` candidates); HNSW
+    keeps its ``efSearch`` under plain ones."""
+    extra = {} if selector is None else {"sel": selector}
     try:
         ivf = faiss.extract_index_ivf(index)
     except RuntimeError:
-        return faiss.SearchParameters(sel=selector)
-    params = faiss.SearchParametersIVF(sel=selector, nprobe=ivf.nprobe, max_codes=ivf.max_codes)
+        return faiss.SearchParameters(**extra)
+    params = faiss.SearchParametersIVF(nprobe=ivf.nprobe, max_codes=ivf.max_codes, **extra)
     if isinstance(index, faiss.IndexRefine):
-        refined = faiss.IndexRefineSearchParameters(sel=selector, k_factor=index.k_factor)
+        depth = min(index.k_factor, max(1.0, REFINE_CANDIDATE_CAP / k))
+        refined = faiss.IndexRefineSearchParameters(k_factor=depth, **extra)
         refined.base_index_params = params
         refined.keep_alive = params  # the SWIG object holds a raw pointer only
         return refined
