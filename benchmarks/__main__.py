@@ -65,7 +65,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--index-sizes", default="10000,100000,1000000",
                         help="index scaling sizes (default: 10000,100000,1000000)")
     parser.add_argument("--index-dims", help="which vector sources: 'text', 'image', '768' (default: all three)")
-    parser.add_argument("--index-keys", help="extra FAISS factory strings to compare, e.g. 'IVF1024,Flat'")
+    parser.add_argument("--index-keys", help="extra FAISS factory strings to compare, ';'-separated, e.g. 'IVF1024,Flat'; "
+                             "'hnsw' and 'large' name the engine's HNSW and compressed families at each size")
     parser.add_argument("--sigma", type=float, default=0.5, help="noise scale of synthetic vectors (default: 0.5)")
     parser.add_argument("--no-app", action="store_true", help="serving: skip starting app.py")
     parser.add_argument("--callers", type=int, default=8, help="throughput: concurrent clients (default: 8)")

@@ -46,7 +46,8 @@ from recommender.encoders.thumbnails import ThumbnailEncoder
 from recommender.encoders.title_head import TitleHead, TitleHeadConfig, fold_assignment
 from recommender.encoders.titles import DEFAULT_TEXT_MODEL, TitleEncoder
 from recommender.search.config import SearchConfig
-from recommender.search.index import build_index, describe_index, save_index
+from recommender.search.index import build_tuned_index, describe_index, save_index, tuned_search
+from recommender.search.large_index import LARGE_INDEX_THRESHOLD
 
 from .embedding import RAY_INPUT_DIR, EmbeddingConfig
 from .trainer import (
@@ -73,7 +74,8 @@ def build_bundle(source: str | Path = DEFAULT_DATASET, output: str | Path = "bun
                  text_model: str = DEFAULT_TEXT_MODEL, text_revision: str | None = None, text_prefix: str | None = None,
                  encoder_config: EncoderConfig = EncoderConfig(), training: TrainingConfig = TrainingConfig(),
                  encoder_weights: Path | None = None, title_head: TitleHeadConfig | None = TitleHeadConfig(),
-                 index_key: str | None = None, search: SearchConfig = SearchConfig(), overwrite: bool = False,
+                 index_key: str | None = None, search: SearchConfig = SearchConfig(), index_shards: int = 1,
+                 large_index_threshold: int = LARGE_INDEX_THRESHOLD, overwrite: bool = False,
                  show_progress_bar: bool = True, embedding: EmbeddingConfig = EmbeddingConfig()) -> dict:
     """Build a complete bundle in ``output`` and return its manifest.
 
@@ -81,8 +83,10 @@ def build_bundle(source: str | Path = DEFAULT_DATASET, output: str | Path = "bun
     succeeded, so a failed build never leaves a half-written bundle behind. ``title_head`` fits a
     :class:`~recommender.encoders.title_head.TitleHead` on the catalog with those settings (``None``:
     none; skipped, with a warning, for catalogs under its ``min_items``). ``search`` is recorded in
-    the manifest as the bundle's search settings. ``embedding``: where the catalog is embedded (this
-    process or Ray) and how its vectors are stored; the vectors are the same either way.
+    the manifest as the bundle's search settings, with the ``nprobe`` tuned for catalogs above
+    ``large_index_threshold`` (compressed indexes) where it gave none; ``index_shards`` splits each index
+    into that many files. ``embedding``: where the catalog is embedded (this process or Ray) and how its
+    vectors are stored; the vectors are the same either way.
     """
     output = Path(output)
     if output.exists() and not _is_empty_folder(output) and not overwrite:
@@ -166,14 +170,19 @@ def build_bundle(source: str | Path = DEFAULT_DATASET, output: str | Path = "bun
             vector_entries["image"] = feature_entry
 
         started = time.perf_counter()
-        indexes = {}
+        indexes, tunings = {}, []
         for modality in ("image", "text"):
             vectors = open_vector_shards(staging, vector_entries[modality], len(catalog))
-            index = build_index(vectors, index_key, search)
-            save_index(index, staging / FILES[f"{modality}_index"])
+            index, tuning = build_tuned_index(vectors, index_key, search, shards=index_shards,
+                                              large_threshold=large_index_threshold)
+            tunings.append(tuning)
+            files = save_index(index, staging / FILES[f"{modality}_index"])
             indexes[modality] = {"file": FILES[f"{modality}_index"], "key": index_key or "auto",
-                                 "type": describe_index(index), "dimension": int(vectors.shape[1])}
+                                 "type": describe_index(index), "dimension": int(vectors.shape[1]),
+                                 "shard_files": [file.name for file in files[1:]],
+                                 "tuning": tuning.to_dict() if tuning else None}
             del vectors, index
+        search = tuned_search(search, tunings)  # the manifest records how deep the large indexes must search
         timings["index_s"] = time.perf_counter() - started
 
         manifest = write_manifest(staging, {

@@ -65,12 +65,17 @@ def sha256_of(path: Path) -> str:
 
 def bundle_files(manifest: dict) -> list[str]:
     """Every file this bundle must hold: the fixed ones, the optional parts its manifest declares, the
-    vector shards of its ``vectors`` section (which replace the single vector files), and the files of
-    its ``live`` section (appended segments and tombstones)."""
+    vector shards of its ``vectors`` section (which replace the single vector files), the shard files of
+    sharded indexes, and the files of its ``live`` section (appended segments and tombstones)."""
     sharded = {FILES["image_vectors"], FILES["text_vectors"]} if manifest.get("vectors") else set()
     return [*(name for name in FILES.values() if name not in sharded),
             *(name for part, name in OPTIONAL_FILES.items() if manifest.get(part)),
-            *shard_files(manifest.get("vectors")), *live_files(manifest)]
+            *shard_files(manifest.get("vectors")), *index_shard_files(manifest), *live_files(manifest)]
+
+
+def index_shard_files(manifest: dict) -> list[str]:
+    """The files a sharded index is split into (``train build --index-shards``), named in ``indexes``."""
+    return [name for entry in (manifest.get("indexes") or {}).values() for name in entry.get("shard_files") or []]
 
 
 def live_files(manifest: dict) -> list[str]:

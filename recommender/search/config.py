@@ -26,7 +26,10 @@ class SearchConfig:
     - ``candidate_factor``, ``min_candidates``: hybrid mode re-scores the top
       ``max(candidate_factor * k, min_candidates)`` items of each index exactly, on both modalities.
     - ``hnsw_ef_search``: HNSW's search breadth; it must stay above the hybrid candidate depth.
-    - ``ivf_nprobe``: inverted lists an IVF index visits; ``None`` visits ``max(8, nlist // 32)``.
+    - ``ivf_nprobe``: inverted lists an IVF index visits; ``None`` visits ``max(8, nlist // 32)``. A large
+      catalog's build tunes it (the smallest value reaching recall@10 >= 0.95 against exact search).
+    - ``refine_k_factor``: candidates per result that a re-ranking index (``IndexRefine``) re-scores exactly;
+      ``None`` keeps the index's own.
     - ``dedupe_threshold``: a result whose thumbnail features have at least this cosine with a
       higher-ranked result's is folded into it (``recommend(dedupe=True)``, the default).
     - ``session_fusion``: how a session's items become one ranking: ``"centroid"`` searches from
@@ -40,6 +43,7 @@ class SearchConfig:
     min_candidates: int = 100
     hnsw_ef_search: int = 128
     ivf_nprobe: int | None = None
+    refine_k_factor: int | None = None
     dedupe_threshold: float = 0.997
     session_fusion: str = "centroid"
 
@@ -52,8 +56,9 @@ class SearchConfig:
         for name in ("rrf_k", "candidate_factor", "min_candidates", "hnsw_ef_search"):
             if not _positive_int(getattr(self, name)):
                 problems.append(f"{name} must be a whole number of at least 1, got {getattr(self, name)!r}")
-        if self.ivf_nprobe is not None and not _positive_int(self.ivf_nprobe):
-            problems.append(f"ivf_nprobe must be a whole number of at least 1 or null, got {self.ivf_nprobe!r}")
+        for name in ("ivf_nprobe", "refine_k_factor"):
+            if getattr(self, name) is not None and not _positive_int(getattr(self, name)):
+                problems.append(f"{name} must be a whole number of at least 1 or null, got {getattr(self, name)!r}")
         threshold = self.dedupe_threshold
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 < threshold <= 1.0:
             problems.append(f"dedupe_threshold must be a number above 0 and at most 1, got {threshold!r}")
