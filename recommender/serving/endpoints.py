@@ -220,8 +220,11 @@ class Endpoints:
         return gallery, jsonable({**header, "shown": len(rows), "items": [self._item(row) for row in rows]})
 
     def _thumbnail(self, row: int) -> str:
-        """Path of a catalog thumbnail, in a folder Gradio serves in place (no copy into its cache, no re-encoding)."""
+        """Path of a catalog thumbnail, in a folder Gradio serves in place (no copy into its cache, no re-encoding);
+        a catalog of URL references gives the URL, which the visitor's browser fetches."""
         path = self.recommender.catalog.image_path(row)
+        if isinstance(path, str):
+            return path
         if path.parent not in _STATIC_FOLDERS:
             gr.set_static_paths([path.parent])
             _STATIC_FOLDERS.add(path.parent)
