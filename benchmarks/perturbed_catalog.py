@@ -160,11 +160,18 @@ def _shard_done(spec: CatalogSpec, shard: int, folder: Path) -> bool:
     return (folder / BYTES_DIR / name).is_file() and (not spec.by_reference or (folder / REFERENCE_DIR / name).is_file())
 
 
-def generate(spec: CatalogSpec, folder: Path = DEFAULT_OUTPUT, workers: int = 2) -> Path:
+def recorded_spec(folder: Path) -> CatalogSpec | None:
+    """The spec of the catalog under ``folder``, if one was started there."""
+    recorded = Path(folder) / PARAMETERS_FILE
+    return CatalogSpec(**json.loads(recorded.read_text())) if recorded.is_file() else None
+
+
+def generate(spec: CatalogSpec, folder: Path = DEFAULT_OUTPUT, workers: int = 2, upto: int | None = None) -> Path:
     """Make (or reuse) the catalog of ``spec`` under ``folder``; the folder of its parquet shards.
 
     A folder made with other parameters is refused rather than mixed; one interrupted half-way is
-    completed, since each shard is written atomically and depends only on the spec.
+    completed, since each shard is written atomically and depends only on the spec. ``upto`` makes
+    only the shards holding the first ``upto`` items (a small run from a large catalog still being made).
     """
     folder = Path(folder)
     recorded = folder / PARAMETERS_FILE
@@ -173,13 +180,15 @@ def generate(spec: CatalogSpec, folder: Path = DEFAULT_OUTPUT, workers: int = 2)
                               f"choose another --output or delete it")
     folder.mkdir(parents=True, exist_ok=True)
     recorded.write_text(json.dumps(asdict(spec), indent=2))
-    todo = [shard for shard in range(spec.shards) if not _shard_done(spec, shard, folder)]
+    needed = spec.shards if upto is None else -(-min(upto, spec.items) // spec.shard_size)
+    todo = [shard for shard in range(needed) if not _shard_done(spec, shard, folder)]
     if todo:
         with ProcessPoolExecutor(max_workers=max(1, min(workers, len(todo))), initializer=_init_worker,
                                  initargs=(spec.source,)) as pool:
             jobs = [pool.submit(make_shard, spec, shard, folder) for shard in todo]
-            with tqdm(total=spec.items, desc="perturbed catalog", unit="item",
-                      initial=spec.items - sum(_rows_in(spec, shard) for shard in todo)) as bar:
+            total = sum(_rows_in(spec, shard) for shard in range(needed))
+            with tqdm(total=total, desc="perturbed catalog", unit="item",
+                      initial=total - sum(_rows_in(spec, shard) for shard in todo)) as bar:
                 for job in jobs:
                     bar.update(job.result())
     return folder / BYTES_DIR
