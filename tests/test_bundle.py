@@ -30,8 +30,11 @@ from recommender.search.index import build_index, save_index
 from .conftest import TEST_ENCODER, HubCache
 from .synthetic import catalog_records, write_tiny_text_model
 
-#: Every file of the test bundle: the fixed ones and its title head.
-BUNDLE_FILES = sorted([*FILES.values(), *OPTIONAL_FILES.values()])
+#: Every file of the test bundle: the fixed ones, its title head, and one vector shard per modality
+#: (which replace the single vector files of older bundles).
+IMAGE_SHARD, TEXT_SHARD = "vectors/image-00000.npy", "vectors/text-00000.npy"
+BUNDLE_FILES = sorted([*(name for role, name in FILES.items() if role not in ("image_vectors", "text_vectors")),
+                       *OPTIONAL_FILES.values(), IMAGE_SHARD, TEXT_SHARD])
 
 
 def queries() -> list[dict]:
@@ -179,9 +182,9 @@ def test_garbage_file_with_a_valid_checksum_is_named(broken: Path, name: str) ->
 
 
 def test_vectors_that_miss_a_row(broken: Path, recommender: Recommender) -> None:
-    np.save(broken / FILES["image_vectors"], recommender.image_vectors[:-1])
+    np.save(broken / IMAGE_SHARD, recommender.image_vectors[:-1])
     rewrite_checksums(broken)
-    with pytest.raises(BundleError, match=r"image_vectors.npy holds \(31, \d+\).*\(32, dim\)"):
+    with pytest.raises(BundleError, match=r"image-00000.npy holds \(31, \d+\).*\(32, dim\)"):
         Recommender.load(broken)
 
 

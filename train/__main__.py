@@ -8,15 +8,17 @@ import sys
 from pathlib import Path
 
 from recommender.data.catalog import DEFAULT_DATASET
+from recommender.data.vectors import VECTOR_DTYPES
 from recommender.encoders.autoencoder import BASELINE_CONFIG, EncoderConfig
 from recommender.encoders.title_head import TitleHeadConfig
 from recommender.encoders.titles import DEFAULT_TEXT_MODEL
 from recommender.errors import RecommenderError
 from recommender.search.config import FUSION_METHODS, SearchConfig
 
+from .embedding import EmbeddingConfig
 from .evaluation.never_seen import DEFAULT_FRACTION as DEFAULT_HOLDOUT_FRACTION
 from .live_commands import LIVE_COMMANDS
-from .trainer import TrainingConfig
+from .trainer import DEFAULT_TRAIN_SAMPLE, TrainingConfig
 
 ENCODERS = {"dae": EncoderConfig(), "baseline": BASELINE_CONFIG}
 
@@ -51,6 +53,22 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> None:
                         help="do not fit the title head (thumbnail features -> predicted title) that image vectors "
                              "join; the baseline encoder never has one")
     parser.add_argument("--index-key", help="FAISS factory string for both indexes (default: chosen from catalog size)")
+    scale = parser.add_argument_group("large catalogs (memory stays bounded; the vectors do not change)")
+    scale.add_argument("--train-sample", type=int, default=DEFAULT_TRAIN_SAMPLE,
+                       help=f"train the autoencoder on a random sample of at most N items, 0 for all "
+                            f"(default: {DEFAULT_TRAIN_SAMPLE:,})")
+    scale.add_argument("--vector-dtype", choices=VECTOR_DTYPES, default="float32",
+                       help="stored vectors used for re-scoring; float16 halves them (default: float32)")
+    scale.add_argument("--embed-batch-size", type=int, default=EmbeddingConfig.batch_size,
+                       help=f"thumbnails and titles per embedding batch (default: {EmbeddingConfig.batch_size})")
+    scale.add_argument("--shard-rows", type=int, default=EmbeddingConfig.shard_rows,
+                       help=f"rows per vector shard file (default: {EmbeddingConfig.shard_rows:,})")
+    scale.add_argument("--ray", action="store_true",
+                       help="embed on Ray Data: actors holding the encoders, a GPU each where the cluster has them "
+                            "(needs `pip install .[scale]`)")
+    scale.add_argument("--ray-address", help="Ray cluster to use with --ray (default: RAY_ADDRESS, else a local Ray)")
+    scale.add_argument("--ray-concurrency", type=int,
+                       help="encoder actors with --ray (default: one per CPU, or per GPU on a GPU cluster)")
     search = parser.add_argument_group("search settings recorded in the manifest (see SearchConfig)")
     search.add_argument("--alpha", type=float, default=SearchConfig.alpha,
                         help=f"default hybrid text weight (default: {SearchConfig.alpha}; `train evaluate` tunes it)")
@@ -70,16 +88,22 @@ def run_build(args: argparse.Namespace) -> None:
                               ivf_nprobe=args.ivf_nprobe)
     except ValueError as error:
         raise RecommenderError(f"Bad search settings: {error}") from None
-    training = TrainingConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
-                              seed=args.seed, denoising=not args.no_denoising and args.encoder != "baseline",
-                              time_budget_s=args.time_budget)
+    try:
+        training = TrainingConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
+                                  seed=args.seed, denoising=not args.no_denoising and args.encoder != "baseline",
+                                  time_budget_s=args.time_budget, sample_size=args.train_sample or None)
+        embedding = EmbeddingConfig(ray=args.ray or args.ray_address is not None, ray_address=args.ray_address,
+                                    ray_concurrency=args.ray_concurrency, batch_size=args.embed_batch_size,
+                                    vector_dtype=args.vector_dtype, shard_rows=args.shard_rows)
+    except ValueError as error:
+        raise RecommenderError(f"Bad build settings: {error}") from None
     manifest = build_bundle(
         args.dataset, args.output, image_column=args.image_column, title_column=args.title_column,
         id_column=args.id_column, dataset_revision=args.dataset_revision, limit=args.limit,
         text_model=args.text_model, text_revision=args.text_revision, text_prefix=args.text_prefix,
         encoder_config=ENCODERS[args.encoder], training=training, encoder_weights=args.encoder_weights,
         title_head=None if args.no_title_head or args.encoder == "baseline" else TitleHeadConfig(),
-        index_key=args.index_key, search=search, overwrite=args.overwrite,
+        index_key=args.index_key, search=search, overwrite=args.overwrite, embedding=embedding,
     )
     print(f"Built {args.output}: {manifest['count']} items, skipped {manifest['source']['skipped_rows']} rows, "
           f"image dim {manifest['indexes']['image']['dimension']}"

@@ -1,4 +1,10 @@
-"""Dataset -> bundle: validate the catalog, train (or reuse) the thumbnail encoder, embed, index."""
+"""Dataset -> bundle: validate the catalog, train (or reuse) the thumbnail encoder, embed, index.
+
+Memory stays bounded at any catalog size: the catalog streams to disk as it is validated, the
+autoencoder trains on a sample (:attr:`TrainingConfig.sample_size`), embedding runs batch by batch
+(in this process, or on Ray Data with ``EmbeddingConfig(ray=True)``: see :mod:`.distributed`) into
+vector shards on disk, and the title head and indexes read those shards memory-mapped.
+"""
 
 from __future__ import annotations
 
@@ -24,30 +30,36 @@ from recommender.data.bundle import (
     read_search_config,
     write_manifest,
 )
-from recommender.data.catalog import DEFAULT_DATASET, load_catalog
+from recommender.data.catalog import DEFAULT_DATASET, Catalog, load_catalog
+from recommender.data.vectors import VECTORS_DIR, VectorShardWriter, iter_blocks, open_vector_shards
 from recommender.encoders.autoencoder import (
     EncoderConfig,
     load_autoencoder,
     save_autoencoder,
 )
 from recommender.encoders.thumbnails import ThumbnailEncoder
-from recommender.encoders.title_head import TitleHeadConfig, fit_title_head
+from recommender.encoders.title_head import TitleHead, TitleHeadConfig, fold_assignment
 from recommender.encoders.titles import DEFAULT_TEXT_MODEL, TitleEncoder
 from recommender.search.config import SearchConfig
 from recommender.search.index import build_index, describe_index, save_index
 
+from .embedding import EmbeddingConfig
 from .trainer import (
     TrainingConfig,
     catalog_arrays,
     plot_loss_curve,
     plot_reconstructions,
     train_autoencoder,
+    training_rows,
 )
 
 logger = logging.getLogger(__name__)
 TRAINING_DIR = "training"
+#: Autoencoder features before the title head joins them, kept only while the build runs.
+SCRATCH_DIR = ".features"
 #: Everything a build writes into a bundle folder (and ``train evaluate`` adds to it).
-_BUILD_OUTPUTS = {*FILES.values(), *OPTIONAL_FILES.values(), MANIFEST, TRAINING_DIR, "evaluation", "README.md"}
+_BUILD_OUTPUTS = {*FILES.values(), *OPTIONAL_FILES.values(), MANIFEST, TRAINING_DIR, VECTORS_DIR, SCRATCH_DIR,
+                  "evaluation", "README.md"}
 
 
 def build_bundle(source: str | Path = DEFAULT_DATASET, output: str | Path = "bundle", *,
@@ -57,14 +69,15 @@ def build_bundle(source: str | Path = DEFAULT_DATASET, output: str | Path = "bun
                  encoder_config: EncoderConfig = EncoderConfig(), training: TrainingConfig = TrainingConfig(),
                  encoder_weights: Path | None = None, title_head: TitleHeadConfig | None = TitleHeadConfig(),
                  index_key: str | None = None, search: SearchConfig = SearchConfig(), overwrite: bool = False,
-                 show_progress_bar: bool = True) -> dict:
+                 show_progress_bar: bool = True, embedding: EmbeddingConfig = EmbeddingConfig()) -> dict:
     """Build a complete bundle in ``output`` and return its manifest.
 
     Work happens in ``<output>.partial`` and replaces ``output`` only when everything
     succeeded, so a failed build never leaves a half-written bundle behind. ``title_head`` fits a
     :class:`~recommender.encoders.title_head.TitleHead` on the catalog with those settings (``None``:
     none; skipped, with a warning, for catalogs under its ``min_items``). ``search`` is recorded in
-    the manifest as the bundle's search settings.
+    the manifest as the bundle's search settings. ``embedding``: where the catalog is embedded (this
+    process or Ray) and how its vectors are stored; the vectors are the same either way.
     """
     output = Path(output)
     if output.exists() and not _is_empty_folder(output) and not overwrite:
@@ -88,44 +101,74 @@ def build_bundle(source: str | Path = DEFAULT_DATASET, output: str | Path = "bun
             weights = Path(encoder_weights)
             model = load_autoencoder(weights, weights.with_suffix(".json"))
             encoder_config, history = model.config, None
-            arrays = catalog_arrays(catalog, encoder_config)
         else:
-            arrays = catalog_arrays(catalog, encoder_config)
+            rows = training_rows(len(catalog), training.sample_size, training.seed)
+            arrays = catalog_arrays(catalog, encoder_config, rows, show_progress_bar)
             model, history = train_autoencoder(arrays, encoder_config, training, show_progress_bar=show_progress_bar)
             plot_loss_curve(history, staging / TRAINING_DIR / "loss_curve.png")
             plot_reconstructions(model, arrays[:8], training, staging / TRAINING_DIR / "reconstructions.png")
             (staging / TRAINING_DIR / "history.json").write_text(json.dumps(history.to_dict(), indent=2))
+            del arrays
         save_autoencoder(model, staging / FILES["encoder_weights"], staging / FILES["encoder_config"])
         timings["encoder_s"] = time.perf_counter() - started
 
         started = time.perf_counter()
         thumbnail_encoder = ThumbnailEncoder(model)
-        image_vectors = features = embed_thumbnail_arrays(thumbnail_encoder, arrays, show_progress_bar)
         title_encoder = TitleEncoder(text_model, revision=text_revision, prefix=text_prefix)
-        text_vectors = title_encoder.encode(catalog.titles, show_progress_bar=show_progress_bar)
+        fit_head = title_head is not None and len(catalog) >= title_head.min_items
+        if title_head is not None and not fit_head:
+            logger.warning("Catalog has %d items: too few to fit a title head (needs %d); building without one.",
+                           len(catalog), title_head.min_items)
+        feature_writer = VectorShardWriter(staging / SCRATCH_DIR if fit_head else staging, "features" if fit_head
+                                           else "image", thumbnail_encoder.dimension,
+                                           "float32" if fit_head else embedding.vector_dtype, embedding.shard_rows)
+        text_writer = VectorShardWriter(staging, "text", title_encoder.dimension, embedding.vector_dtype,
+                                        embedding.shard_rows)
+        if embedding.ray:
+            from .distributed import embed_on_ray
+
+            batches = embed_on_ray(catalog, staging, title_encoder, embedding, show_progress_bar)
+        else:
+            batches = embed_in_process(catalog, thumbnail_encoder, title_encoder, embedding.batch_size,
+                                       show_progress_bar)
+        for features, titles in batches:
+            feature_writer.append(features)
+            text_writer.append(titles)
+        vector_entries = {"text": text_writer.close()}
+        feature_entry = feature_writer.close()
         timings["embedding_s"] = time.perf_counter() - started
 
         head_info = None
-        if title_head is not None and len(catalog) < title_head.min_items:
-            logger.warning("Catalog has %d items: too few to fit a title head (needs %d); building without one.",
-                           len(catalog), title_head.min_items)
-        elif title_head is not None:
+        if fit_head:
             started = time.perf_counter()
-            head, image_vectors = fit_title_head(features, text_vectors, title_head)
+            features = open_vector_shards(staging / SCRATCH_DIR, feature_entry, len(catalog))
+            text_vectors = open_vector_shards(staging, vector_entries["text"], len(catalog))
+            head = TitleHead.fit(features, text_vectors, fold_assignment(len(catalog), title_head.folds,
+                                                                         title_head.seed), title_head)
             head.save(staging / OPTIONAL_FILES["title_head"])
+            image_writer = VectorShardWriter(staging, "image", head.dimension, embedding.vector_dtype,
+                                             embedding.shard_rows)
+            for start, block in iter_blocks(features):
+                image_writer.append(head.join(block, head.predict(block, np.arange(start, start + len(block)))))
+            vector_entries["image"] = image_writer.close()
+            del features
+            shutil.rmtree(staging / SCRATCH_DIR)
             head_info = {"file": OPTIONAL_FILES["title_head"], "folds": int(head.weights.shape[0]),
                          "random_features": int(head.phase.shape[0]), "dimension": head.dimension,
                          "config": title_head.to_dict()}
             timings["title_head_s"] = time.perf_counter() - started
+        else:
+            vector_entries["image"] = feature_entry
 
         started = time.perf_counter()
         indexes = {}
-        for modality, vectors in (("image", image_vectors), ("text", text_vectors)):
-            np.save(staging / FILES[f"{modality}_vectors"], vectors, allow_pickle=False)
+        for modality in ("image", "text"):
+            vectors = open_vector_shards(staging, vector_entries[modality], len(catalog))
             index = build_index(vectors, index_key, search)
             save_index(index, staging / FILES[f"{modality}_index"])
             indexes[modality] = {"file": FILES[f"{modality}_index"], "key": index_key or "auto",
                                  "type": describe_index(index), "dimension": int(vectors.shape[1])}
+            del vectors, index
         timings["index_s"] = time.perf_counter() - started
 
         manifest = write_manifest(staging, {
@@ -141,9 +184,11 @@ def build_bundle(source: str | Path = DEFAULT_DATASET, output: str | Path = "bun
                               "training": None if history is None else {**asdict(training), **history.to_dict()},
                               "weights_reused_from": str(encoder_weights) if encoder_weights else None},
             "title_head": head_info,
+            "vectors": {modality: vector_entries[modality] for modality in ("image", "text")},
             "indexes": indexes,
             "search": search.to_dict(),
-            "build": {"timings": timings, "torch": torch.__version__, "python": platform.python_version()},
+            "build": {"timings": timings, "embedded_on": "ray" if embedding.ray else "process",
+                      "torch": torch.__version__, "python": platform.python_version()},
         })
         replace_folder(staging, output)
         return manifest
@@ -241,6 +286,17 @@ def _removed_on_failure(folder: Path) -> Iterator[None]:
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
+
+
+def embed_in_process(catalog: Catalog, thumbnail_encoder: ThumbnailEncoder, title_encoder: TitleEncoder,
+                     batch_size: int, show_progress_bar: bool) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Autoencoder features and title vectors of the catalog, one batch of rows at a time, in row order."""
+    for start in tqdm(range(0, len(catalog), batch_size), desc="Embedding", unit="batch",
+                      disable=not show_progress_bar):
+        rows = np.arange(start, min(start + batch_size, len(catalog)))
+        arrays = catalog_arrays(catalog, thumbnail_encoder.config, rows, show_progress_bar=False)
+        yield (embed_thumbnail_arrays(thumbnail_encoder, arrays, False),
+               title_encoder.encode(catalog.titles[rows[0]:rows[-1] + 1], show_progress_bar=False))
 
 
 def embed_thumbnail_arrays(encoder: ThumbnailEncoder, arrays: np.ndarray, show_progress_bar: bool,

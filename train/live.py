@@ -223,6 +223,7 @@ def compact_bundle(bundle: str | Path) -> LiveUpdate:
                          "live": {**live, "revision": live["revision"] + 1, "trained_rows": trained,
                                   "added_since_training": len(keep) - trained, "segments": [], "tombstones": None}}
             compacted.pop("files", None)
+            compacted.pop("vectors", None)  # the compacted vectors are the single files written above
             write_manifest(staging, compacted)
             replace_folder(staging, bundle)
         except BaseException:

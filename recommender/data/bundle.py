@@ -3,9 +3,10 @@
 Layout (names fixed by :data:`FILES`)::
 
     manifest.json                  format version, models, dimensions, index types, counts, checksums
-    catalog.parquet                item_id, title, image bytes, metadata columns
+    catalog.parquet                item_id, title, image bytes (or a URL / path: see catalog.py), metadata
     thumbnail_encoder.safetensors  autoencoder weights (+ thumbnail_encoder.json, its architecture)
-    image_vectors.npy / text_vectors.npy   raw unit vectors, row i = catalog row i
+    vectors/image-00000.npy, ...   unit vectors in shards, row i = catalog row i (see vectors.py);
+                                   bundles from before shards hold image_vectors.npy / text_vectors.npy
     image.faiss / text.faiss       FAISS indexes over those vectors
     title_head.safetensors         optional: thumbnail features -> predicted title (see title_head.py)
 
@@ -26,6 +27,7 @@ import numpy as np
 
 from ..errors import BundleError
 from ..search.config import SearchConfig
+from .vectors import shard_files
 
 if TYPE_CHECKING:
     from .hub_sync import PushPlan
@@ -62,10 +64,13 @@ def sha256_of(path: Path) -> str:
 
 
 def bundle_files(manifest: dict) -> list[str]:
-    """Every file this bundle must hold: the fixed ones, the optional parts its manifest declares, and
-    the files of its ``live`` section (appended segments and tombstones)."""
-    return [*FILES.values(), *(name for part, name in OPTIONAL_FILES.items() if manifest.get(part)),
-            *live_files(manifest)]
+    """Every file this bundle must hold: the fixed ones, the optional parts its manifest declares, the
+    vector shards of its ``vectors`` section (which replace the single vector files), and the files of
+    its ``live`` section (appended segments and tombstones)."""
+    sharded = {FILES["image_vectors"], FILES["text_vectors"]} if manifest.get("vectors") else set()
+    return [*(name for name in FILES.values() if name not in sharded),
+            *(name for part, name in OPTIONAL_FILES.items() if manifest.get(part)),
+            *shard_files(manifest.get("vectors")), *live_files(manifest)]
 
 
 def live_files(manifest: dict) -> list[str]:
@@ -145,18 +150,6 @@ def read_search_config(manifest: dict, folder: Path | None = None) -> SearchConf
         return SearchConfig.from_dict(values)
     except (TypeError, ValueError) as error:
         raise BundleError(f"{where} has bad search settings: {error} Fix the file or rebuild the bundle.") from None
-
-
-def load_vectors(path: Path, expected_count: int) -> np.ndarray:
-    """Load a ``.npy`` matrix without pickles and check it has one row per catalog item."""
-    try:
-        vectors = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as error:
-        raise BundleError(f"Vector file {path} cannot be read ({error}). Rebuild the bundle.") from None
-    if vectors.ndim != 2 or vectors.shape[0] != expected_count or vectors.dtype != np.float32:
-        raise BundleError(f"Vector file {path} holds {vectors.shape} {vectors.dtype}, expected "
-                          f"({expected_count}, dim) float32 for this catalog. Rebuild the bundle.")
-    return vectors
 
 
 def is_repo_id(source: str | Path) -> bool:

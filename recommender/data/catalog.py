@@ -2,8 +2,9 @@
 
 Built once from a Hugging Face dataset id, a parquet file or an image folder
 (:func:`load_catalog`), validated row by row, then saved into the bundle as parquet with
-the original image bytes (never re-encoded). At serving time :class:`Catalog` gives fast
-access to ids, titles, metadata and images by row.
+the original image bytes (never re-encoded), or, when the image column holds strings, with each
+thumbnail's URL or file path instead (see :mod:`.references`). At serving time :class:`Catalog`
+gives fast access to ids, titles, metadata and images by row.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from tqdm.auto import tqdm
 
 from ..errors import BundleError, CatalogError, InvalidQueryError
 from .images import load_image
+from .references import is_url, read_reference
 from .tombstones import Tombstones
 
 logger = logging.getLogger(__name__)
@@ -37,6 +39,7 @@ DEFAULT_DATASET = "Ransaka/youtube_recommendation_data"
 #: Columns looked for, in order, when no id column is named.
 ID_COLUMN_CANDIDATES = ("item_id", "id", "video_id")
 RESERVED_COLUMNS = ("item_id", "title", "image")
+_STRING_TYPES = ("string", "large_string")
 
 
 @dataclass(frozen=True)
@@ -72,7 +75,10 @@ def _read_source(source: str | Path, revision: str | None) -> datasets.Dataset:
 
 
 def _image_bytes(value: object) -> bytes:
-    """Original encoded bytes of a ``datasets.Image(decode=False)`` cell."""
+    """Original encoded bytes of a ``datasets.Image(decode=False)`` cell, or of the URL / file path a
+    string cell names (fetched: see :func:`~.references.read_reference`)."""
+    if isinstance(value, str):
+        return read_reference(value)
     if isinstance(value, dict):
         if value.get("bytes"):
             return value["bytes"]
@@ -89,7 +95,10 @@ def load_catalog(source: str | Path = DEFAULT_DATASET, *, image_column: str = "i
     """Read and validate a dataset into a :class:`Catalog`.
 
     Rows with an undecodable image or a blank title are skipped (returned, and named in a
-    warning); ids never shift because a default id is the row's position in the source.
+    warning); ids never shift because a default id is the row's position in the source. An image
+    column of strings holds references (URLs or file paths): each is fetched once to check it, an
+    unreachable one skips its row, and the catalog keeps the references, not the bytes. Valid rows
+    go to an Arrow file on disk as they are read, so memory does not grow with the catalog.
     """
     raw = _read_source(source, revision)
     if limit is not None:
@@ -104,50 +113,68 @@ def load_catalog(source: str | Path = DEFAULT_DATASET, *, image_column: str = "i
         id_column = next((c for c in ID_COLUMN_CANDIDATES if c in raw.column_names), None)
     elif id_column not in raw.column_names:
         raise CatalogError(f"Id column {id_column!r} not in dataset columns {raw.column_names}.")
-    if isinstance(raw.features.get(image_column), datasets.Image):
+    image_feature = raw.features.get(image_column)
+    by_reference = isinstance(image_feature, datasets.Value) and image_feature.dtype in _STRING_TYPES
+    if isinstance(image_feature, datasets.Image):
         raw = raw.cast_column(image_column, datasets.Image(decode=False))
 
     metadata_columns = [c for c in raw.column_names if c not in (image_column, title_column, id_column)
                         and c not in RESERVED_COLUMNS]
-    rows: dict[str, list] = {"item_id": [], "title": [], "image": []} | {c: [] for c in metadata_columns}
     skipped: list[SkippedRow] = []
-    seen: set[str] = set()
-    for position, record in enumerate(tqdm(raw, total=len(raw), desc="Validating catalog", unit="item")):
-        item_id = str(record[id_column]) if id_column else str(position)
-        reason = _problem(record, image_column, title_column)
-        if reason is None and item_id in seen:
-            reason = "duplicate item id"
-        if reason is not None:
-            skipped.append(SkippedRow(position, item_id, reason))
-            continue
-        seen.add(item_id)
-        rows["item_id"].append(item_id)
-        rows["title"].append(" ".join(record[title_column].split()))
-        rows["image"].append({"bytes": _image_bytes(record[image_column]), "path": None})
-        for column in metadata_columns:
-            rows[column].append(record[column])
+
+    def valid_rows(nonce: str):  # the nonce keeps `datasets` from reusing another build's cached result
+        seen: set[str] = set()
+        for position, record in enumerate(tqdm(raw, total=len(raw), desc="Validating catalog", unit="item")):
+            item_id = str(record[id_column]) if id_column else str(position)
+            data, reason = _checked_image(record[image_column])
+            if reason is None:
+                reason = _title_problem(record[title_column])
+            if reason is None and item_id in seen:
+                reason = "duplicate item id"
+            if reason is not None:
+                skipped.append(SkippedRow(position, item_id, reason))
+                continue
+            seen.add(item_id)
+            image = record[image_column].strip() if by_reference else {"bytes": data, "path": None}
+            yield {"item_id": item_id, "title": " ".join(record[title_column].split()), "image": image,
+                   **{column: record[column] for column in metadata_columns}}
+
+    features = datasets.Features(
+        {"item_id": datasets.Value("string"), "title": datasets.Value("string"),
+         "image": datasets.Value("string") if by_reference else datasets.Image()}
+        | {c: raw.features[c] for c in metadata_columns}
+    )
+    try:
+        table = datasets.Dataset.from_generator(valid_rows, features=features, gen_kwargs={"nonce": uuid.uuid4().hex},
+                                                split="train")
+    except datasets.exceptions.DatasetGenerationError as error:  # from_generator wraps what the loop raises
+        raise (error.__cause__ or error) from None
+    except ValueError:  # "corresponds to no data": every row was skipped
+        if len(skipped) < len(raw):
+            raise
+        table = None
     if skipped:
         named = ", ".join(f"#{s.position} ({s.item_id}: {s.reason})" for s in skipped[:20])
         more = f" and {len(skipped) - 20} more" if len(skipped) > 20 else ""
         warnings.warn(f"Skipped {len(skipped)} of {len(raw)} rows: {named}{more}.", stacklevel=2)
-    if not rows["item_id"]:
+    if table is None:
         raise CatalogError(f"No usable rows in {source}: all {len(raw)} were skipped.")
-    features = datasets.Features(
-        {"item_id": datasets.Value("string"), "title": datasets.Value("string"), "image": datasets.Image()}
-        | {c: raw.features[c] for c in metadata_columns}
-    )
-    return Catalog(datasets.Dataset.from_dict(rows, features=features)), skipped
+    return Catalog(table), skipped
 
 
-def _problem(record: dict, image_column: str, title_column: str) -> str | None:
-    title = record[title_column]
-    if not isinstance(title, str) or not title.strip():
-        return "missing or blank title"
+def _title_problem(title: object) -> str | None:
+    return "missing or blank title" if not isinstance(title, str) or not title.strip() else None
+
+
+def _checked_image(value: object) -> tuple[bytes | None, str | None]:
+    """The cell's encoded image and ``None``, or ``None`` and why it cannot be used (unreadable,
+    unreachable reference, not an image)."""
     try:
-        load_image(_image_bytes(record[image_column]))
+        data = _image_bytes(value)
+        load_image(data)
     except (InvalidQueryError, ValueError, OSError) as error:
-        return f"bad image ({error})"
-    return None
+        return None, f"bad image ({error})"
+    return data, None
 
 
 class Catalog:
@@ -161,7 +188,10 @@ class Catalog:
         missing = [c for c in RESERVED_COLUMNS if c not in dataset.column_names]
         if missing:
             raise CatalogError(f"Catalog table lacks columns {missing}.")
-        self.dataset = dataset.cast_column("image", datasets.Image(decode=False))
+        image_feature = dataset.features["image"]
+        #: Thumbnails held as URLs / file paths rather than bytes (see :mod:`.references`).
+        self.by_reference = isinstance(image_feature, datasets.Value) and image_feature.dtype in _STRING_TYPES
+        self.dataset = dataset if self.by_reference else dataset.cast_column("image", datasets.Image(decode=False))
         self.item_ids: list[str] = list(self.dataset["item_id"])
         self.titles: list[str] = list(self.dataset["title"])
         self.metadata_columns = [c for c in self.dataset.column_names if c not in RESERVED_COLUMNS]
@@ -200,7 +230,7 @@ class Catalog:
         return cls(table, checksum, removed)
 
     def save(self, path: Path) -> None:
-        self.dataset.cast_column("image", datasets.Image()).to_parquet(str(path))
+        (self.dataset if self.by_reference else self.dataset.cast_column("image", datasets.Image())).to_parquet(str(path))
 
     def __len__(self) -> int:
         return len(self.item_ids)
@@ -230,19 +260,36 @@ class Catalog:
         return dict(self._metadata[row])
 
     def image_bytes(self, row: int) -> bytes:
+        """The row's encoded thumbnail (fetched, for a catalog of references)."""
         return _image_bytes(self.dataset[row]["image"])
+
+    def reference(self, row: int) -> str | None:
+        """The URL or file path of the row's thumbnail in a catalog of references, else ``None``."""
+        return self.dataset[row]["image"] if self.by_reference else None
 
     def image(self, row: int) -> Image.Image:
         return load_image(self.image_bytes(row))
 
-    def iter_image_bytes(self, batch_size: int = 256) -> Iterable[bytes]:
-        """All images in row order, read in batches (fast for large catalogs)."""
-        for start in range(0, len(self), batch_size):
-            for value in self.dataset[start:start + batch_size]["image"]:
-                yield _image_bytes(value)
+    def iter_image_bytes(self, batch_size: int = 256, rows: np.ndarray | None = None) -> Iterable[bytes]:
+        """All images (or those of ``rows``) in row order, read in batches (fast for large catalogs).
+        A reference that cannot be fetched any more is a :class:`CatalogError` naming it."""
+        table = self.dataset.select_columns(["image"])
+        if rows is not None:
+            table = table.select(np.asarray(rows, dtype=np.int64))
+        for start in range(0, len(table), batch_size):
+            for value in table[start:start + batch_size]["image"]:
+                try:
+                    yield _image_bytes(value)
+                except InvalidQueryError as error:
+                    raise CatalogError(f"Thumbnail {value} was readable when the catalog was checked and is not "
+                                       f"now: {error}") from None
 
-    def image_path(self, row: int) -> Path:
-        """The original file of row ``row`` on disk (written once, never re-encoded), for serving."""
+    def image_path(self, row: int) -> Path | str:
+        """The original file of row ``row`` on disk (written once, never re-encoded), for serving; for a
+        catalog of URL references, the URL itself (the visitor's browser fetches it)."""
+        reference = self.reference(row)
+        if reference is not None and is_url(reference):
+            return reference
         path = self._thumbnail_paths.get(row)
         if path is None or not path.is_file():  # not written yet, or removed by a /tmp cleaner since
             data = self.image_bytes(row)

@@ -37,8 +37,9 @@ from ..encoders.title_head import TitleHead
 from ..errors import BundleError
 from ..search.config import SearchConfig
 from ..search.index import append_index, apply_search_config, load_index
-from .bundle import FILES, OPTIONAL_FILES, load_vectors
+from .bundle import FILES, OPTIONAL_FILES
 from .catalog import Catalog
+from .vectors import StackedVectors, open_vector_shards, open_vectors, stack_vectors
 
 SEGMENTS_DIR = "segments"
 #: The files of a segment, by role: the base's names, and the title-head folds of its rows.
@@ -67,6 +68,7 @@ class BundleParts:
         self.checksums: dict[str, str] = manifest.get("files", {})
         live = live_section(manifest)
         self.segments: list[dict] = live["segments"]
+        self.sharded: dict = manifest.get("vectors") or {}
         self.tombstones: str | None = (live["tombstones"] or {}).get("file")
 
     def counts(self, rows: int) -> list[int]:
@@ -92,14 +94,19 @@ class BundleParts:
         key = None if None in sums else sums[0] if len(sums) == 1 else hashlib.sha256("".join(sums).encode()).hexdigest()
         return Catalog.load(paths, self.folder / self.tombstones if self.tombstones else None, checksum=key)
 
-    def vectors(self, modality: str, rows: int) -> np.ndarray:
-        """One modality's vectors of every part, joined (each part checked against its row count)."""
-        parts = [load_vectors(path, count) for path, count in zip(self._paths(f"{modality}_vectors"),
-                                                                   self.counts(rows))]
-        if len({part.shape[1] for part in parts}) > 1:
-            raise BundleError(f"The {modality} vectors of {self.folder}'s segments differ in dimension. "
-                              "Rebuild the bundle.")
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+    def vectors(self, modality: str, rows: int) -> np.ndarray | StackedVectors:
+        """One modality's vectors of every part, memory-mapped and joined without a copy (each part checked
+        against its row count): the base's shards (or its single file, in bundles from before shards),
+        then each segment's file."""
+        counts = self.counts(rows)
+        if modality in self.sharded:
+            base = open_vector_shards(self.folder, self.sharded[modality], counts[0])
+            base_parts = list(base.parts) if isinstance(base, StackedVectors) else [base]
+        else:
+            base_parts = [open_vectors(self.folder / FILES[f"{modality}_vectors"], counts[0])]
+        segments = [open_vectors(path, count) for path, count in zip(self._segment_paths(f"{modality}_vectors"),
+                                                                     counts[1:])]
+        return stack_vectors(base_parts + segments, f"{self.folder}'s {modality} vectors")
 
     def index(self, modality: str, vectors: np.ndarray, search: SearchConfig) -> faiss.Index:
         """The base index of one modality with every segment's entries appended, searching as ``search`` says."""
