@@ -78,6 +78,18 @@ def process_tree(root: int) -> list[int]:
     return tree
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds one process has used so far; ``None`` once it has exited."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime (fields 14 and 15 of stat)
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def _memory_kib(pid: int) -> tuple[int, int]:
     """(RSS, PSS) of one process in KiB; zeros for a process that has just exited."""
     try:
@@ -88,13 +100,19 @@ def _memory_kib(pid: int) -> tuple[int, int]:
 
 
 class TreeMemoryPeak(threading.Thread):
-    """Polls the summed RSS and PSS of a process tree until stopped; keeps the peaks (MiB)."""
+    """Polls the summed RSS and PSS of a process tree until stopped; keeps the peaks (MiB).
+
+    It also keeps each process's last CPU time seen, so :attr:`cpu_s` is the CPU the tree used (less
+    what a process used in its last poll interval): divided by wall time, the cores the build really
+    got on a machine shared with other work.
+    """
 
     def __init__(self, root: int, interval_s: float = 0.5) -> None:
         super().__init__(daemon=True)
         self.root, self.interval_s = root, interval_s
         self.peak_rss_mib = self.peak_pss_mib = 0.0
         self.peak_processes = 0
+        self._cpu_by_pid: dict[int, float] = {}
         self._stop_event = threading.Event()
 
     def run(self) -> None:
@@ -104,7 +122,15 @@ class TreeMemoryPeak(threading.Thread):
             self.peak_rss_mib = max(self.peak_rss_mib, sum(rss for rss, _ in usage) / 1024)
             self.peak_pss_mib = max(self.peak_pss_mib, sum(pss for _, pss in usage) / 1024)
             self.peak_processes = max(self.peak_processes, len(tree))
+            for pid in tree:
+                cpu = _cpu_s(pid)
+                if cpu is not None:
+                    self._cpu_by_pid[pid] = max(cpu, self._cpu_by_pid.get(pid, 0.0))
             self._stop_event.wait(self.interval_s)
+
+    @property
+    def cpu_s(self) -> float:
+        return sum(self._cpu_by_pid.values())
 
     def stop(self) -> None:
         self._stop_event.set()
@@ -148,6 +174,21 @@ class BuildRun:
     timings: dict[str, float] = field(default_factory=dict)
     count: int | None = None
     log: str = ""
+    cpu_s: float | None = None  # CPU seconds of the whole process tree
+    cores: int = field(default_factory=lambda: os.cpu_count() or 1)
+
+    @property
+    def cores_used(self) -> float | None:
+        """Average cores the build got (CPU over wall time): below ``cores`` when others share the machine."""
+        return self.cpu_s / self.wall_s if self.cpu_s and self.wall_s else None
+
+    def dedicated_s(self, key: str) -> float | None:
+        """A stage's seconds scaled to a machine of ``cores`` cores all its own: wall x cores used / cores.
+
+        Assumes the build's share of the machine was the same in every stage (only the total is measured).
+        """
+        seconds, used = self.timings.get(key), self.cores_used
+        return seconds * min(used, self.cores) / self.cores if seconds is not None and used else seconds
 
     @property
     def ok(self) -> bool:
@@ -201,7 +242,7 @@ def run_build(path: str, dataset: Path, items: int, work: Path, text_model: str,
     shutil.rmtree(output, ignore_errors=True)  # a 200k bundle is gigabytes; the manifest holds what we report
     return BuildRun(path, items, wall, returncode, watcher.peak_rss_mib, watcher.peak_pss_mib, watcher.peak_processes,
                     {k: float(v) for k, v in manifest.get("build", {}).get("timings", {}).items()},
-                    manifest.get("count"), str(log))
+                    manifest.get("count"), str(log), watcher.cpu_s)
 
 
 # --- tables --------------------------------------------------------------------------------------------------
@@ -213,22 +254,33 @@ def _fmt(value: float | None, digits: int = 1) -> str:
 
 
 def stage_table(runs: list[BuildRun]) -> list[str]:
-    """Markdown: one row per stage, seconds and items/s per path, then wall time and peak memory."""
+    """Markdown: one row per stage, seconds and items/s per path (as measured, and scaled to a machine all
+    the build's own by the cores it really got), then wall time, CPU and peak memory of the process tree."""
     keys = [key for key in STAGE_NAMES if any(key in run.timings for run in runs)]
     keys += sorted({key for run in runs for key in run.timings} - set(keys))
-    header = "| stage | " + " | ".join(f"{run.path} s | {run.path} items/s" for run in runs) + " |"
-    lines = [header, "|---|" + "---:|---:|" * len(runs)]
+    header = "| stage | " + " | ".join(f"{run.path} s | {run.path} items/s | dedicated items/s" for run in runs) + " |"
+    lines = [header, "|---|" + "---:|---:|---:|" * len(runs)]
+
+    def rate(run: BuildRun, seconds: float | None) -> str:
+        return _fmt(run.items / seconds if seconds else None, 0)
+
     for key in keys:
-        cells = " | ".join(f"{_fmt(run.timings.get(key))} | {_fmt(run.items_per_s(key), 0)}" for run in runs)
+        cells = " | ".join(f"{_fmt(run.timings.get(key))} | {rate(run, run.timings.get(key))} | "
+                           f"{rate(run, run.dedicated_s(key))}" for run in runs)
         lines.append(f"| {STAGE_NAMES.get(key, key.removesuffix('_s'))}{' (fixed)' if key in FIXED_STAGES else ''} "
                      f"| {cells} |")
     lines.append("| **whole build (wall)** | " + " | ".join(
-        f"{_fmt(run.wall_s)} | {_fmt(run.items / run.wall_s if run.wall_s else None, 0)}" for run in runs) + " |")
-    lines.append("| peak RSS of process tree (MiB) | " + " | ".join(f"{_fmt(run.peak_rss_mib, 0)} | " for run in runs) + " |")
-    lines.append("| peak PSS of process tree (MiB) | " + " | ".join(f"{_fmt(run.peak_pss_mib, 0)} | " for run in runs) + " |")
-    lines.append("| processes in tree (max) | " + " | ".join(f"{run.peak_processes} | " for run in runs) + " |")
-    lines.append("| result | " + " | ".join(
-        f"{'ok' if run.ok else f'failed (exit {run.returncode}, log {run.log})'} | " for run in runs) + " |")
+        f"{_fmt(run.wall_s)} | {rate(run, run.wall_s)} | "
+        f"{rate(run, run.wall_s * min(run.cores_used, run.cores) / run.cores if run.cores_used else None)}"
+        for run in runs) + " |")
+    extra = [("CPU seconds of process tree", lambda r: _fmt(r.cpu_s, 0)),
+             ("cores used (CPU / wall)", lambda r: f"{_fmt(r.cores_used, 2)} of {r.cores}"),
+             ("peak RSS of process tree (MiB)", lambda r: _fmt(r.peak_rss_mib, 0)),
+             ("peak PSS of process tree (MiB)", lambda r: _fmt(r.peak_pss_mib, 0)),
+             ("processes in tree (max)", lambda r: str(r.peak_processes)),
+             ("result", lambda r: "ok" if r.ok else f"failed (exit {r.returncode}, log {r.log})")]
+    for name, cell in extra:
+        lines.append(f"| {name} | " + " | ".join(f"{cell(run)} | | " for run in runs) + " |")
     return lines
 
 
@@ -267,7 +319,8 @@ SINGLE_MACHINE_STAGES = {"index_s"}  # replaced by the index figures of CostAssu
 
 
 def per_item_costs(runs: list[BuildRun]) -> dict[str, float]:
-    """Seconds per catalog item of each stage that grows with the catalog, on the measured machine.
+    """Seconds per catalog item of each stage that grows with the catalog, on the measured machine had it
+    been the build's own (:meth:`BuildRun.dedicated_s`).
 
     With builds of two or more sizes this is the slope of stage seconds over items (least squares), so
     fixed costs (loading models, starting Ray) do not inflate it; with one build, seconds over items.
@@ -276,7 +329,7 @@ def per_item_costs(runs: list[BuildRun]) -> dict[str, float]:
     keys = {key for run in runs for key in run.timings} - FIXED_STAGES - SINGLE_MACHINE_STAGES
     costs = {}
     for key in sorted(keys, key=lambda k: list(STAGE_NAMES).index(k) if k in STAGE_NAMES else len(STAGE_NAMES)):
-        seconds = np.array([run.timings.get(key, 0.0) for run in runs])
+        seconds = np.array([run.dedicated_s(key) or 0.0 for run in runs])
         if len(set(sizes)) >= 2:
             costs[key] = max(0.0, float(np.polyfit(sizes, seconds, 1)[0]))
         else:
@@ -301,7 +354,7 @@ def cost_table(runs: list[BuildRun], sizes: tuple[int, ...] = (10_000_000, 100_0
                assumptions: CostAssumptions = CostAssumptions()) -> list[str]:
     """Markdown: hours and worker-hours per catalog size and cluster, from ``runs``' measured per-item costs."""
     per_item = per_item_costs(runs)
-    fixed = max(sum(run.timings.get(key, 0.0) for key in FIXED_STAGES) for run in runs)
+    fixed = max(sum(run.dedicated_s(key) or 0.0 for key in FIXED_STAGES) for run in runs)
     built = " and ".join(f"{run.items:,}" for run in runs)
     how = "slope between" if len({run.items for run in runs}) >= 2 else "average of"
     lines = [f"Per-item costs ({how} the {runs[0].path} builds of {built} items, {assumptions.measured_vcpus} vCPUs): "

@@ -83,8 +83,9 @@ def test_catalog_subset_takes_the_first_rows(generated: Path, tmp_path: Path) ->
 
 
 def test_tree_memory_counts_grandchildren(tmp_path: Path) -> None:
-    """A parent that allocates nothing, whose grandchild holds 300 MB: the tree's peak includes it."""
-    grandchild = "import time; block = bytearray(300 * 2**20); block[::4096] = b'x' * len(block[::4096]); time.sleep(4)"
+    """A parent that allocates nothing, whose grandchild holds 300 MB and spins 1 CPU second: the tree counts both."""
+    grandchild = ("import time; block = bytearray(300 * 2**20); block[::4096] = b'x' * len(block[::4096]); "
+                  "start = time.process_time()\nwhile time.process_time() - start < 1: pass\ntime.sleep(3)")
     parent = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {grandchild!r}])"
     process = subprocess.Popen([sys.executable, "-c", f"import subprocess, sys; subprocess.run([sys.executable, '-c', {parent!r}])"])
     watcher = sb.TreeMemoryPeak(process.pid, interval_s=0.1)
@@ -94,6 +95,7 @@ def test_tree_memory_counts_grandchildren(tmp_path: Path) -> None:
     assert watcher.peak_processes >= 3
     assert watcher.peak_rss_mib >= 300
     assert 300 <= watcher.peak_pss_mib <= watcher.peak_rss_mib
+    assert watcher.cpu_s >= 0.9
 
 
 def _run(path: str, items: int, timings: dict[str, float]) -> sb.BuildRun:
