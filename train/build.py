@@ -31,7 +31,12 @@ from recommender.data.bundle import (
     write_manifest,
 )
 from recommender.data.catalog import DEFAULT_DATASET, Catalog, load_catalog
-from recommender.data.vectors import VECTORS_DIR, VectorShardWriter, iter_blocks, open_vector_shards
+from recommender.data.vectors import (
+    VECTORS_DIR,
+    VectorShardWriter,
+    iter_blocks,
+    open_vector_shards,
+)
 from recommender.encoders.autoencoder import (
     EncoderConfig,
     load_autoencoder,
@@ -43,7 +48,7 @@ from recommender.encoders.titles import DEFAULT_TEXT_MODEL, TitleEncoder
 from recommender.search.config import SearchConfig
 from recommender.search.index import build_index, describe_index, save_index
 
-from .embedding import EmbeddingConfig
+from .embedding import RAY_INPUT_DIR, EmbeddingConfig
 from .trainer import (
     TrainingConfig,
     catalog_arrays,
@@ -59,7 +64,7 @@ TRAINING_DIR = "training"
 SCRATCH_DIR = ".features"
 #: Everything a build writes into a bundle folder (and ``train evaluate`` adds to it).
 _BUILD_OUTPUTS = {*FILES.values(), *OPTIONAL_FILES.values(), MANIFEST, TRAINING_DIR, VECTORS_DIR, SCRATCH_DIR,
-                  "evaluation", "README.md"}
+                  RAY_INPUT_DIR, "evaluation", "README.md"}
 
 
 def build_bundle(source: str | Path = DEFAULT_DATASET, output: str | Path = "bundle", *,

@@ -6,6 +6,9 @@ from dataclasses import dataclass
 
 from recommender.data.vectors import DEFAULT_SHARD_ROWS, VECTOR_DTYPES
 
+#: Where a Ray build writes the parquet shards Ray reads, inside the bundle being built (removed after).
+RAY_INPUT_DIR = ".ray-input"
+
 
 @dataclass(frozen=True)
 class EmbeddingConfig:

@@ -25,7 +25,6 @@ from recommender.data.catalog import Catalog
 from recommender.encoders.autoencoder import EncoderConfig, build_autoencoder
 from recommender.encoders.thumbnails import decode_for, preprocess
 
-
 #: Thumbnails the autoencoder trains on at most: 20,000 preprocessed thumbnails take 0.55 GB of RAM
 #: (27.6 KB each) and an epoch over them about 100 s on 2 cores, so 30 epochs stay under an hour at any
 #: catalog size. Catalogs up to this size train on every item, as before.

@@ -74,7 +74,7 @@ def _read_source(source: str | Path, revision: str | None) -> datasets.Dataset:
     return loaded
 
 
-def _image_bytes(value: object) -> bytes:
+def image_cell_bytes(value: object) -> bytes:
     """Original encoded bytes of a ``datasets.Image(decode=False)`` cell, or of the URL / file path a
     string cell names (fetched: see :func:`~.references.read_reference`)."""
     if isinstance(value, str):
@@ -170,10 +170,11 @@ def _checked_image(value: object) -> tuple[bytes | None, str | None]:
     """The cell's encoded image and ``None``, or ``None`` and why it cannot be used (unreadable,
     unreachable reference, not an image)."""
     try:
-        data = _image_bytes(value)
+        data = image_cell_bytes(value)
         load_image(data)
     except (InvalidQueryError, ValueError, OSError) as error:
-        return None, f"bad image ({error})"
+        named = isinstance(value, str) and value.strip() not in str(error)  # say which reference
+        return None, f"bad image ({value.strip() + ': ' if named else ''}{error})"
     return data, None
 
 
@@ -261,7 +262,7 @@ class Catalog:
 
     def image_bytes(self, row: int) -> bytes:
         """The row's encoded thumbnail (fetched, for a catalog of references)."""
-        return _image_bytes(self.dataset[row]["image"])
+        return image_cell_bytes(self.dataset[row]["image"])
 
     def reference(self, row: int) -> str | None:
         """The URL or file path of the row's thumbnail in a catalog of references, else ``None``."""
@@ -279,7 +280,7 @@ class Catalog:
         for start in range(0, len(table), batch_size):
             for value in table[start:start + batch_size]["image"]:
                 try:
-                    yield _image_bytes(value)
+                    yield image_cell_bytes(value)
                 except InvalidQueryError as error:
                     raise CatalogError(f"Thumbnail {value} was readable when the catalog was checked and is not "
                                        f"now: {error}") from None

@@ -1,0 +1,92 @@
+"""The Ray Data build path gives the in-process path's vectors; serving never imports Ray."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from recommender.data.bundle import FILES, MANIFEST
+from recommender.data.live import BundleParts
+from train.build import build_bundle
+from train.embedding import EmbeddingConfig
+from train.trainer import TrainingConfig
+
+from .conftest import TEST_ENCODER
+from .synthetic import catalog_records, new_records, write_catalog_parquet
+
+ROWS = 300
+
+
+@pytest.fixture(scope="module")
+def larger_catalog(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A few hundred rows: the synthetic catalog and more videos in its channels' styles."""
+    return write_catalog_parquet(tmp_path_factory.mktemp("ray") / "catalog.parquet",
+                                 catalog_records() + new_records(ROWS - 32))
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield ray
+    ray.shutdown()
+
+
+def vectors(folder: Path, modality: str) -> np.ndarray:
+    manifest = json.loads((folder / MANIFEST).read_text())
+    return np.asarray(BundleParts(folder, manifest).vectors(modality, manifest["count"]))
+
+
+def test_ray_build_gives_the_in_process_vectors(tmp_path: Path, larger_catalog: Path, text_model: Path,
+                                                 local_ray) -> None:
+    common = {"text_model": str(text_model), "encoder_config": TEST_ENCODER, "show_progress_bar": False}
+    in_process = tmp_path / "in-process"
+    build_bundle(larger_catalog, in_process, training=TrainingConfig(epochs=1, batch_size=32), **common)
+    weights = tmp_path / "encoder.safetensors"  # the same trained encoder for both builds
+    weights.write_bytes((in_process / FILES["encoder_weights"]).read_bytes())
+    weights.with_suffix(".json").write_text((in_process / FILES["encoder_config"]).read_text())
+    on_ray = tmp_path / "ray"
+    manifest = build_bundle(larger_catalog, on_ray, encoder_weights=weights,
+                            embedding=EmbeddingConfig(ray=True, batch_size=64, shard_rows=128), **common)
+    assert manifest["build"]["embedded_on"] == "ray"
+    assert [shard["count"] for shard in manifest["vectors"]["text"]["shards"]] == [128, 128, 44]
+    assert not (on_ray / ".ray-input").exists()  # the parquet shards Ray read are gone
+    assert local_ray.is_initialized()  # a Ray the caller started is left running for the caller
+    for modality in ("image", "text"):
+        expected, got = vectors(in_process, modality), vectors(on_ray, modality)
+        assert got.shape == expected.shape == (ROWS, got.shape[1])
+        assert np.abs(got - expected).max() <= 1e-5, modality
+
+
+SERVE_WITHOUT_RAY = """
+import socket
+import sys
+
+import app  # the Space's entry point
+from recommender import Recommender
+from recommender.serving.ui import create_app, launch
+
+recommender = Recommender.load(sys.argv[1])
+recommender.recommend(item_id=recommender.catalog.item_ids[0], mode="hybrid", k=3)
+demo = create_app(recommender)
+with socket.socket() as probe:
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+launch(demo, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+demo.close()
+loaded = sorted(name for name in sys.modules if name == "ray" or name.startswith("ray."))
+print("RAY MODULES:", loaded)
+assert not loaded, loaded
+"""
+
+
+def test_serving_never_imports_ray(bundle_dir: Path) -> None:
+    result = subprocess.run([sys.executable, "-c", SERVE_WITHOUT_RAY, str(bundle_dir)], capture_output=True,
+                            text=True, timeout=600, cwd=Path(__file__).resolve().parents[1])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "RAY MODULES: []" in result.stdout

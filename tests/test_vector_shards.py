@@ -1,0 +1,144 @@
+"""Vector shards: written in batches, served memory-mapped, answering exactly as vectors in RAM do."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from recommender import Recommender
+from recommender.data.bundle import FILES, MANIFEST, write_manifest
+from recommender.data.vectors import (
+    StackedVectors,
+    VectorShardWriter,
+    open_vector_shards,
+)
+from recommender.errors import BundleError
+from train.build import build_bundle
+from train.embedding import EmbeddingConfig
+
+from .conftest import TEST_ENCODER
+from .test_bundle import answers
+
+#: float16 keeps 11 significant bits: a unit vector's cosine moves by at most a few 1e-4.
+FLOAT16_SCORE_TOLERANCE = 2e-3
+
+
+def written(tmp_path: Path, rows: np.ndarray, dtype: str, shard_rows: int, batch: int = 7):
+    writer = VectorShardWriter(tmp_path, "image", rows.shape[1], dtype, shard_rows)
+    for start in range(0, len(rows), batch):
+        writer.append(rows[start:start + batch])
+    entry = writer.close()
+    return entry, open_vector_shards(tmp_path, entry, len(rows))
+
+
+def test_shards_read_back_like_the_matrix(tmp_path: Path) -> None:
+    rows = np.random.default_rng(0).standard_normal((53, 6)).astype(np.float32)
+    entry, vectors = written(tmp_path, rows, "float32", shard_rows=20)
+    assert [shard["count"] for shard in entry["shards"]] == [20, 20, 13]
+    assert isinstance(vectors, StackedVectors) and all(isinstance(p, np.memmap) for p in vectors.parts)
+    assert vectors.shape == rows.shape and len(vectors) == 53
+    picks = np.array([52, 0, 19, 20, 21, 40, 19])
+    mask = np.arange(53) % 3 == 0
+    for key in (5, -1, 19, 20, slice(15, 45), slice(None), slice(50, 60), picks, mask, np.array([], dtype=int)):
+        np.testing.assert_array_equal(vectors[key], rows[key])
+    np.testing.assert_array_equal(np.asarray(vectors), rows)
+    np.testing.assert_array_equal(vectors[picks] @ rows[0], rows[picks] @ rows[0])
+    with pytest.raises(IndexError):
+        vectors[53]
+
+
+def test_one_float32_shard_is_a_plain_memory_map(tmp_path: Path) -> None:
+    rows = np.random.default_rng(1).standard_normal((10, 4)).astype(np.float32)
+    _, vectors = written(tmp_path, rows, "float32", shard_rows=100)
+    assert isinstance(vectors, np.memmap) and not vectors.flags.writeable
+    np.testing.assert_array_equal(vectors, rows)
+
+
+def test_float16_shards_read_as_float32(tmp_path: Path) -> None:
+    rows = np.random.default_rng(2).standard_normal((30, 8)).astype(np.float32)
+    entry, vectors = written(tmp_path, rows, "float16", shard_rows=100)
+    assert entry["dtype"] == "float16" and np.load(tmp_path / entry["shards"][0]["file"]).dtype == np.float16
+    assert vectors[3].dtype == np.float32 and vectors[:4].dtype == np.float32
+    np.testing.assert_allclose(np.asarray(vectors), rows, rtol=1e-3, atol=1e-3)
+
+
+def test_shard_count_must_match_the_catalog(tmp_path: Path) -> None:
+    rows = np.zeros((12, 3), dtype=np.float32)
+    entry, _ = written(tmp_path, rows, "float32", shard_rows=5)
+    with pytest.raises(BundleError, match="hold 12 rows but the catalog has 13"):
+        open_vector_shards(tmp_path, entry, 13)
+    entry["shards"][1]["count"] = 4
+    with pytest.raises(BundleError, match=r"image-00001.npy holds \(5, 3\) float32, expected \(4, dim\)"):
+        open_vector_shards(tmp_path, entry, 11)
+
+
+@pytest.fixture(scope="module")
+def reference(bundle_dir: Path) -> Recommender:
+    return Recommender.load(bundle_dir)
+
+
+def build_like(bundle_dir: Path, catalog_parquet: Path, text_model: Path, output: Path,
+               embedding: EmbeddingConfig) -> Path:
+    """The test bundle again, with its trained encoder, stored as ``embedding`` says."""
+    build_bundle(catalog_parquet, output, text_model=str(text_model), encoder_config=TEST_ENCODER,
+                 encoder_weights=bundle_dir / FILES["encoder_weights"], embedding=embedding,
+                 show_progress_bar=False)
+    return output
+
+
+def in_memory(recommender: Recommender) -> Recommender:
+    """The same recommender with its vectors copied into RAM as plain float32 arrays."""
+    return Recommender(recommender.catalog, recommender.thumbnail_encoder, recommender.title_encoder,
+                       np.array(recommender.image_vectors), np.array(recommender.text_vectors),
+                       recommender.image_index, recommender.text_index, recommender.manifest,
+                       recommender.title_head, recommender.search)
+
+
+def test_memory_mapped_shards_answer_as_vectors_in_ram(tmp_path: Path, bundle_dir: Path, catalog_parquet: Path,
+                                                       text_model: Path, reference: Recommender) -> None:
+    folder = build_like(bundle_dir, catalog_parquet, text_model, tmp_path / "sharded", EmbeddingConfig(shard_rows=10))
+    manifest = json.loads((folder / MANIFEST).read_text())
+    assert [s["count"] for s in manifest["vectors"]["image"]["shards"]] == [10, 10, 10, 2]
+    mapped = Recommender.load(folder)
+    assert isinstance(mapped.image_vectors, StackedVectors)
+    assert all(isinstance(part, np.memmap) for part in mapped.image_vectors.parts)
+    np.testing.assert_allclose(np.asarray(mapped.image_vectors), reference.image_vectors, atol=1e-5)
+    assert answers(mapped) == answers(in_memory(mapped))
+    assert [[row[0] for row in query] for query in answers(mapped)] == \
+           [[row[0] for row in query] for query in answers(reference)]
+
+
+def test_float16_vectors_keep_the_top_k(tmp_path: Path, bundle_dir: Path, catalog_parquet: Path, text_model: Path,
+                                        reference: Recommender) -> None:
+    folder = build_like(bundle_dir, catalog_parquet, text_model, tmp_path / "half", EmbeddingConfig(vector_dtype="float16"))
+    half = Recommender.load(folder)
+    assert np.load(folder / "vectors/image-00000.npy", mmap_mode="r").dtype == np.float16
+    assert half.image_vectors[0].dtype == np.float32
+    for got, expected in zip(answers(half), answers(reference)):
+        assert {row[0] for row in got} == {row[0] for row in expected}  # the same top k
+        for mine, theirs in zip(got, expected):  # scores at every rank (a mode's missing scores stay missing)
+            assert [score is None for score in mine[1:]] == [score is None for score in theirs[1:]]
+            np.testing.assert_allclose([x for x in mine[1:] if x is not None],
+                                       [x for x in theirs[1:] if x is not None], atol=FLOAT16_SCORE_TOLERANCE)
+        exact = {row[0]: row[1] for row in expected}
+        for mine, theirs in zip(got, expected):  # only items tied within the tolerance may swap places
+            assert mine[0] == theirs[0] or abs(exact[mine[0]] - exact[theirs[0]]) <= FLOAT16_SCORE_TOLERANCE
+
+
+def test_bundle_from_before_shards_still_loads(tmp_path: Path, bundle_dir: Path, reference: Recommender) -> None:
+    """Single ``image_vectors.npy`` / ``text_vectors.npy`` and no ``vectors`` section: the old layout."""
+    old = Path(shutil.copytree(bundle_dir, tmp_path / "old"))
+    manifest = json.loads((old / MANIFEST).read_text())
+    for modality in ("image", "text"):
+        np.save(old / FILES[f"{modality}_vectors"], np.asarray(getattr(reference, f"{modality}_vectors")))
+    shutil.rmtree(old / "vectors")
+    for key in ("vectors", "format_version", "files"):
+        manifest.pop(key)
+    write_manifest(old, manifest)
+    loaded = Recommender.load(old)
+    assert isinstance(loaded.image_vectors, np.memmap)
+    assert answers(loaded) == answers(reference)

@@ -1,0 +1,153 @@
+"""Embedding on Ray Data: the same vectors as the in-process build, from a cluster or a local Ray.
+
+The validated catalog is written as parquet shards (row number, title, image bytes or reference),
+read back with ``ray.data.read_parquet``, and embedded by ``map_batches`` over :class:`EmbedActor` (an ``ActorPoolStrategy`` of ``concurrency`` actors),
+a class whose actors each load the thumbnail encoder and the title model once (a GPU each when the
+cluster has GPUs). The actors run the very functions the in-process build runs
+(:func:`~train.trainer.preprocessed_arrays`, :func:`~train.build.embed_thumbnail_arrays`,
+:meth:`~recommender.encoders.titles.TitleEncoder.encode`), so a vector differs from the in-process one
+only by floating-point reordering (tests hold it under 1e-5).
+
+The driver receives the vectors in row order (``preserve_order``) and appends them to the bundle's
+vector shards: only vectors travel back, about 5 KB an item, never a decoded thumbnail.
+
+Which Ray: ``EmbeddingConfig.ray_address``, else ``RAY_ADDRESS``, else a local Ray started for the
+build, without a dashboard or usage reporting, and shut down when it ends. Ray is imported here
+only, never by serving (``pip install .[scale]`` installs it).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from recommender.data.catalog import Catalog, image_cell_bytes
+from recommender.encoders.titles import TitleEncoder
+
+from .embedding import RAY_INPUT_DIR, EmbeddingConfig
+
+logger = logging.getLogger(__name__)
+#: Embedding batches per parquet shard Ray reads: enough blocks for every actor, few enough files.
+BATCHES_PER_SHARD = 4
+
+
+@contextmanager
+def ray_session(address: str | None = None) -> Iterator[None]:
+    """Ray, joined or started for the block: a Ray already initialised in this process is used as is;
+    else ``address`` or ``RAY_ADDRESS`` is joined; else a local Ray starts (no dashboard, no usage
+    statistics) and is shut down after the block."""
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=False)
+    else:
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def write_parquet_shards(catalog: Catalog, folder: Path, rows_per_shard: int) -> list[Path]:
+    """The catalog's rows as ``part-NNNNN.parquet`` files of ``row``, ``title`` and ``image`` (bytes or the
+    reference), read a shard at a time from its memory-mapped table."""
+    folder.mkdir(parents=True, exist_ok=True)
+    table = catalog.dataset.select_columns(["title", "image"]).with_format("arrow")
+    paths = []
+    for number, start in enumerate(range(0, len(catalog), rows_per_shard)):
+        part = table[start:start + rows_per_shard]
+        part = part.append_column("row", pa.array(np.arange(start, start + len(part), dtype=np.int64)))
+        paths.append(folder / f"part-{number:05d}.parquet")
+        pq.write_table(part, paths[-1])
+    return paths
+
+
+class EmbedActor:
+    """A Ray actor's encoders, loaded once: Arrow batches of rows in, their features and title vectors out."""
+
+    def __init__(self, encoder_weights: bytes, encoder_config: str, text_model: str, text_revision: str | None,
+                 text_prefix: str | None, threads: int):
+        import torch
+
+        from recommender.encoders.autoencoder import load_autoencoder
+        from recommender.encoders.thumbnails import ThumbnailEncoder
+
+        torch.set_num_threads(threads)
+        with tempfile.TemporaryDirectory() as folder:  # weights travel as bytes: workers need no shared disk
+            (Path(folder) / "encoder.safetensors").write_bytes(encoder_weights)
+            (Path(folder) / "encoder.json").write_text(encoder_config)
+            self.thumbnail_encoder = ThumbnailEncoder(load_autoencoder(Path(folder) / "encoder.safetensors",
+                                                                       Path(folder) / "encoder.json"))
+        self.title_encoder = TitleEncoder(text_model, revision=text_revision, prefix=text_prefix)
+
+    def __call__(self, batch: pa.Table) -> dict[str, np.ndarray]:
+        from .build import embed_thumbnail_arrays
+        from .trainer import preprocessed_arrays
+
+        images = [image_cell_bytes(cell) for cell in batch.column("image").to_pylist()]
+        arrays = preprocessed_arrays(images, self.thumbnail_encoder.config, len(images))
+        return {"row": batch.column("row").to_numpy(),
+                "features": embed_thumbnail_arrays(self.thumbnail_encoder, arrays, False),
+                "text": self.title_encoder.encode(batch.column("title").to_pylist(), show_progress_bar=False)}
+
+
+def embed_on_ray(catalog: Catalog, staging: Path, title_encoder: TitleEncoder, embedding: EmbeddingConfig,
+                 show_progress_bar: bool = True) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Features and title vectors of the catalog computed by Ray actors, yielded in row order.
+
+    ``staging`` holds the bundle being built: its saved encoder weights are what the actors load, and
+    the parquet shards Ray reads are written (then removed) inside it.
+    """
+    import ray
+
+    from recommender.data.bundle import FILES
+
+    shards = staging / RAY_INPUT_DIR
+    write_parquet_shards(catalog, shards, embedding.batch_size * BATCHES_PER_SHARD)
+    try:
+        with ray_session(embedding.ray_address):
+            context = ray.data.DataContext.get_current()
+            context.execution_options.preserve_order = True
+            context.enable_progress_bars = show_progress_bar
+            gpus = int(ray.cluster_resources().get("GPU", 0))
+            cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+            concurrency = embedding.ray_concurrency or (gpus if gpus else cpus)
+            threads = 1 if gpus else max(1, round(cpus / concurrency))
+            # Actors that claimed every CPU would leave none to list and read the parquet files: a deadlock.
+            actor_cpus = 1 if gpus else max(0.25, (cpus - 1) / concurrency)
+            dataset = ray.data.read_parquet(str(shards)).map_batches(
+                EmbedActor, batch_format="pyarrow", batch_size=embedding.batch_size,
+                compute=ray.data.ActorPoolStrategy(size=concurrency),
+                num_gpus=1 if gpus else 0, num_cpus=actor_cpus,
+                fn_constructor_kwargs={
+                    "encoder_weights": (staging / FILES["encoder_weights"]).read_bytes(),
+                    "encoder_config": (staging / FILES["encoder_config"]).read_text(),
+                    "text_model": title_encoder.model_name_or_path, "text_revision": title_encoder.revision,
+                    "text_prefix": title_encoder.prefix, "threads": threads})
+            logger.info("Embedding %d items on Ray: %d actors (%s)", len(catalog), concurrency,
+                        f"{gpus} GPUs" if gpus else f"{threads} CPU threads each")
+            expected = 0
+            for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+                rows = batch["row"]
+                if len(rows) and (rows[0] != expected or not np.array_equal(rows, np.arange(expected, expected + len(rows)))):
+                    raise RuntimeError(f"Ray returned rows out of order (expected row {expected}, got {rows[0]}).")
+                expected += len(rows)
+                yield np.asarray(batch["features"], dtype=np.float32), np.asarray(batch["text"], dtype=np.float32)
+            if expected != len(catalog):
+                raise RuntimeError(f"Ray embedded {expected} of {len(catalog)} rows.")
+    finally:
+        shutil.rmtree(shards, ignore_errors=True)
