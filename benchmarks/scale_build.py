@@ -390,10 +390,13 @@ def load_runs(path: Path) -> list[BuildRun]:
 def run(sizes: list[int], text_model: str, work: Path, catalog: Path = DEFAULT_OUTPUT, source: Path = DEFAULT_SOURCE,
         paths: tuple[str, ...] = PATHS, epochs: int = 1, time_budget_s: float = 60.0, train_sample: int | None = None,
         workers: int = 2, catalog_items: int | None = None, by_reference: bool = False,
-        assumptions: CostAssumptions = CostAssumptions()) -> tuple[list[BuildRun], dict[str, list[str]]]:
+        assumptions: CostAssumptions = CostAssumptions(),
+        checkpoint: Path | None = None) -> tuple[list[BuildRun], dict[str, list[str]]]:
     """Make the catalog, build its first ``size`` rows by each path for each size, return runs and tables.
 
     ``by_reference`` builds from the catalog's by-reference shards (file paths) instead of its bytes.
+    ``checkpoint`` gets the JSON of the runs so far after each build, so an interrupted run keeps them
+    (``--costs-from`` reads it).
     """
     spec = CatalogSpec(max(*sizes, catalog_items or 0), str(Path(source).resolve()), by_reference=by_reference)
     existing = recorded_spec(catalog)
@@ -411,8 +414,12 @@ def run(sizes: list[int], text_model: str, work: Path, catalog: Path = DEFAULT_O
     runs, tables = [], {}
     for items in sizes:
         dataset = catalog_subset(shards, items, work / f"catalog-{items}")
-        size_runs = [run_build(path, dataset, items, work, text_model, epochs, time_budget_s, train_sample, flags)
-                     for path in paths]
+        size_runs = []
+        for path in paths:
+            size_runs.append(run_build(path, dataset, items, work, text_model, epochs, time_budget_s, train_sample,
+                                       flags))
+            if checkpoint is not None:
+                checkpoint.write_text(json.dumps([asdict(run) for run in runs + size_runs], indent=2))
         tables[f"Scale: end-to-end build of {items:,} perturbed items"] = stage_table(size_runs)
         runs += size_runs
     tables.update(cost_tables(runs, assumptions))
@@ -466,13 +473,14 @@ def main(argv: list[str] | None = None) -> int:
     if set(paths) - set(PATHS):
         parser.error(f"--paths: choose from {', '.join(PATHS)}")
     sizes = [int(size) for size in args.items.split(",")]
+    if args.output:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
     runs, tables = run(sizes, args.text_model, args.work, args.catalog, args.source, paths, args.epochs,
                        args.time_budget, args.train_sample, args.workers, args.catalog_items, args.by_reference,
-                       assumptions)
+                       assumptions, args.output.with_suffix(".json") if args.output else None)
     text = "\n\n".join(f"## {title}\n\n" + "\n".join(table) for title, table in tables.items())
     print(text)
     if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(text + "\n")
         args.output.with_suffix(".json").write_text(json.dumps([asdict(r) for r in runs], indent=2))
     return 0 if runs and all(r.ok for r in runs) else 1
