@@ -356,7 +356,8 @@ def cost_table(runs: list[BuildRun], sizes: tuple[int, ...] = (10_000_000, 100_0
     per_item = per_item_costs(runs)
     fixed = max(sum(run.dedicated_s(key) or 0.0 for key in FIXED_STAGES) for run in runs)
     built = " and ".join(f"{run.items:,}" for run in runs)
-    how = "slope between" if len({run.items for run in runs}) >= 2 else "average of"
+    how = ("slope between" if len({run.items for run in runs}) >= 2
+           else "start-up included, so an upper bound: average of")
     lines = [f"Per-item costs ({how} the {runs[0].path} builds of {built} items, {assumptions.measured_vcpus} vCPUs): "
              + ", ".join(f"{STAGE_NAMES.get(k, k)} {v * 1000:.2f} ms" for k, v in per_item.items())
              + f"; fixed (sample training) {fixed:.0f} s. Assumptions: "
@@ -451,7 +452,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="the cost model's index build cost from `python -m benchmarks.scale_index --json FILE` "
                              "(default: the assumed figures of CostAssumptions)")
     parser.add_argument("--costs-from", type=Path,
-                        help="print the cost model from an earlier --output's JSON instead of building")
+                        help="print the tables and the cost model from an earlier --output's JSON instead of building")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "scale-build-benchmark",
                         help="folder for bundles and logs (default: %(default)s)")
     parser.add_argument("--text-model", default=default_text_model(), help="sentence-transformers model (default: MiniLM)")
@@ -464,7 +465,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     assumptions = index_assumptions(args.index_costs) if args.index_costs else CostAssumptions()
     if args.costs_from:
-        tables = cost_tables(load_runs(args.costs_from), assumptions)
+        runs = load_runs(args.costs_from)
+        tables = {f"Scale: end-to-end build of {items:,} perturbed items": stage_table([r for r in runs if r.items == items])
+                  for items in sorted({run.items for run in runs})} | cost_tables(runs, assumptions)
         print("\n\n".join(f"## {title}\n\n" + "\n".join(table) for title, table in tables.items()))
         return 0
     if not args.text_model:
