@@ -224,7 +224,10 @@ def run_build(path: str, dataset: Path, items: int, work: Path, text_model: str,
     log = work / f"build-{path}-{items}.log"
     cache = work / f"datasets-cache-{path}-{items}"  # the in-process loader's Arrow copy: counted per run, then deleted
     env = os.environ | {"HF_DATASETS_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-                        "TOKENIZERS_PARALLELISM": "false"}
+                        "TOKENIZERS_PARALLELISM": "false",
+                        # Ray starts workers 15 nice levels below their raylet: on a shared machine they starve
+                        # behind the in-process path's driver, which would measure the scheduler, not Ray
+                        "RAY_worker_niceness": "0"}
     command = build_command(dataset, output, text_model, path == "ray", epochs, time_budget_s, train_sample, flags)
     started = time.perf_counter()
     with log.open("w") as sink:
