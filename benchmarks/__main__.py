@@ -1,12 +1,14 @@
 """``python -m benchmarks --data PATH``: the benchmark suite, ours next to the original design, one table.
 
 Sections (``--only`` / ``--skip``, comma-separated): build, quality, encoder, latency, gradio,
-serving, throughput, index, live. ``throughput`` sends ``--callers`` concurrent clients x
+serving, throughput, index, live, scale. ``throughput`` sends ``--callers`` concurrent clients x
 ``--requests`` mixed requests to the app and to an echo app with the same endpoints, in interleaved
 rounds. ``build`` trains both bundles from ``--data`` (slow); without it the bundles come from
 ``--bundle`` / ``--baseline-bundle`` or a previous run's ``--work`` folder. ``live`` adds videos from
 ``--data`` to a copy of our bundle, next to a full rebuild, and swaps revisions under load
-(``python -m benchmarks.drift`` measures drift).
+(``python -m benchmarks.drift`` measures drift). ``scale`` (only when named in ``--only``; hours at
+200,000 items) builds a perturbed catalog of ``--scale-items`` in-process and on Ray, with per-stage
+items/s, peak memory of the process tree and the cost model (``python -m benchmarks.scale_build``).
 Medians of repeated runs; nothing here is a pass/fail test.
 """
 
@@ -24,7 +26,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-SECTIONS = ("build", "quality", "encoder", "latency", "gradio", "serving", "throughput", "index", "live")
+SECTIONS = ("build", "quality", "encoder", "latency", "gradio", "serving", "throughput", "index", "live", "scale")
+ONLY_WHEN_NAMED = {"scale"}  # too long to run by default
 
 
 def default_text_model() -> str | None:
@@ -76,6 +79,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--live-add", type=int, default=1000, help="live: videos to add (default: 1000)")
     parser.add_argument("--no-live-rebuild", action="store_true", help="live: do not time a full rebuild beside the add")
     parser.add_argument("--live-swaps", type=int, default=4, help="live: revision swaps under load (default: 4)")
+    parser.add_argument("--scale-items", default="5000,20000",
+                        help="scale: catalog sizes to build, comma-separated; two or more give marginal per-item "
+                             "costs (default: %(default)s; the issue's full size is 200000)")
+    parser.add_argument("--scale-train-sample", type=int, default=2000,
+                        help="scale: autoencoder training sample (default: %(default)s)")
+    parser.add_argument("--scale-time-budget", type=float, default=60.0,
+                        help="scale: training seconds at most (default: %(default)s)")
     parser.add_argument("--output", type=Path, help="write the tables (Markdown) here; JSON beside it")
     return parser.parse_args(argv)
 
@@ -98,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    sections = [s.strip() for s in args.only.split(",")] if args.only else list(SECTIONS)
+    sections = ([s.strip() for s in args.only.split(",")] if args.only
+                else [s for s in SECTIONS if s not in ONLY_WHEN_NAMED])
     skip = {s.strip() for s in args.skip.split(",")} if args.skip else set()
     unknown = (set(sections) | skip) - set(SECTIONS)
     if unknown:
@@ -118,7 +129,18 @@ def main(argv: list[str] | None = None) -> int:
     results = Results()
     started = time.perf_counter()
     load_before = os.getloadavg()
-    if "build" in sections:
+    if "scale" in sections:
+        from . import scale_build
+
+        runs, tables = scale_build.run([int(size) for size in args.scale_items.split(",")], args.text_model,
+                                       args.work / "scale", train_sample=args.scale_train_sample,
+                                       time_budget_s=args.scale_time_budget)
+        results.tables.update(tables)
+        results.raw["scale"] = [run.__dict__ for run in runs]
+    needs_bundles = [s for s in sections if s != "scale"]
+    if not needs_bundles:
+        pair = bundle_section.Bundles(Path("-"), None, {})
+    elif "build" in sections:
         if not args.data:
             print("error: the build section needs --data", file=sys.stderr)
             return 2
@@ -131,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
         if not (ours / "manifest.json").is_file():
             print(f"error: no bundle at {ours}: pass --bundle, or run the build section with --data", file=sys.stderr)
             return 2
-    bundle_section.describe(pair, results)
+    if needs_bundles:
+        bundle_section.describe(pair, results)
 
     if "quality" in sections:
         from . import quality
