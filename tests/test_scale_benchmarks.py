@@ -146,6 +146,7 @@ def test_index_cost_comes_from_the_scale_index_benchmark(tmp_path: Path) -> None
     assert hours == pytest.approx(800 / 3600)  # 10x the measured index build, nothing else
 
 
+@pytest.mark.timeout(1800)  # two whole builds in child processes, one starting a local Ray, on 2 shared cores
 def test_end_to_end_build_at_a_tiny_size(catalog_parquet: Path, text_model: Path, tmp_path: Path) -> None:
     """The real harness on 24 items: every path this checkout has builds, stages and memory are reported."""
     paths = tuple(p for p in sb.PATHS if p != "ray" or "--ray" in sb.build_flags())
