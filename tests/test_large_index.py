@@ -206,7 +206,7 @@ def test_a_bundle_above_the_threshold_is_built_tuned_sharded_and_served(tmp_path
     assert manifest["search"]["refine_k_factor"] == max(tuning["k_factor"] for tuning in tunings)
 
     recommender = Recommender.load(bundle, text_model=str(text_model))
-    text_vectors = np.load(bundle / "text_vectors.npy")
+    text_vectors = np.asarray(recommender.text_vectors)  # the bundle's vector shards, as served
     scores = text_vectors @ text_vectors[0]
     scores[0] = -np.inf
     exact = list(np.argsort(-scores, kind="stable")[:5])
