@@ -89,15 +89,23 @@ def test_results_carry_ranks_rows_and_the_right_scores(recommender: Recommender)
 def test_hybrid_alpha_extremes_rank_like_each_modality(recommender: Recommender) -> None:
     """Over the candidate set (the whole 32-item catalog here), alpha=1 is text mode and alpha=0 image mode."""
     image, title = RECORDS[3]["image"]["bytes"], RECORDS[20]["title"]  # a phone thumbnail, a Sinhala title
-    by_text = ids(recommender.recommend(title=title, mode="text", k=20))
-    by_image = ids(recommender.recommend(image=image, mode="image", k=20))
+    by_text = recommender.recommend(title=title, mode="text", k=20)
+    by_image = recommender.recommend(image=image, mode="image", k=20)
     for fusion in ("weighted", "rrf"):
-        assert ids(recommender.recommend(image=image, title=title, mode="hybrid", k=20, alpha=1.0,
-                                         fusion=fusion)) == by_text
-        assert ids(recommender.recommend(image=image, title=title, mode="hybrid", k=20, alpha=0.0,
-                                         fusion=fusion)) == by_image
+        at_one = recommender.recommend(image=image, title=title, mode="hybrid", k=20, alpha=1.0, fusion=fusion)
+        assert_same_ranking(at_one, by_text, "text_score")
+        at_zero = recommender.recommend(image=image, title=title, mode="hybrid", k=20, alpha=0.0, fusion=fusion)
+        assert_same_ranking(at_zero, by_image, "image_score")
     balanced = recommender.recommend(image=image, title=title, mode="hybrid", k=20, alpha=0.5)
-    assert ids(balanced) not in (by_text, by_image)
+    assert ids(balanced) not in (ids(by_text), ids(by_image))
+
+
+def assert_same_ranking(found: list, expected: list, score: str) -> None:
+    """The same items in the same order, but for neighbours whose ``score`` ties within float32 noise: the
+    FAISS index and the hybrid re-scoring's matrix product may round such ties apart either way."""
+    assert sorted(ids(found)) == sorted(ids(expected))
+    for got, want in zip(found, expected):
+        assert got.item_id == want.item_id or abs(getattr(got, score) - getattr(want, score)) < 1e-5
 
 
 def test_rrf_scores_are_reciprocal_ranks(recommender: Recommender) -> None:

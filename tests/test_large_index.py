@@ -210,8 +210,10 @@ def test_a_bundle_above_the_threshold_is_built_tuned_sharded_and_served(tmp_path
     scores = text_vectors @ text_vectors[0]
     scores[0] = -np.inf
     exact = list(np.argsort(-scores, kind="stable")[:5])
-    found = recommender.recommend(item_id="vid000", mode="text", k=5)
-    assert [int(row) for row in found.rows] == exact
+    found = [int(row) for row in recommender.recommend(item_id="vid000", mode="text", k=5).rows]
+    # the compressed index re-ranks on float16 copies: the exact top 5, near-ties in either order
+    assert sorted(found) == sorted(exact)
+    assert all(row == want or abs(scores[row] - scores[want]) < 2e-3 for row, want in zip(found, exact))
 
 
 def test_scale_benchmark_runs_end_to_end_at_a_tiny_size(tmp_path: Path) -> None:
