@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
@@ -27,7 +27,15 @@ from .encoders.title_head import TitleHead
 from .encoders.titles import TitleEncoder, clean_title, default_prefix
 from .errors import BundleError, InvalidQueryError
 from .results import Recommendation, Recommendations
-from .search.candidates import FULL_SCAN_LIMIT, Pool, hybrid_pool, single_pool
+from .search.candidates import (
+    FULL_SCAN_LIMIT,
+    MaskedSearch,
+    Pool,
+    hybrid_pool,
+    masked_hybrid_pool,
+    masked_pool,
+    single_pool,
+)
 from .search.config import FUSION_METHODS, SearchConfig
 from .search.dedupe import hidden_copies, index_copies, scan_copies
 from .search.filters import Condition, MetadataColumns, RowMask, parse_caps, parse_where
@@ -259,12 +267,12 @@ class Recommender:
                          "No recommendations: every catalog item is excluded.")
             return Recommendations([], mode, notes, np.zeros(0, dtype=np.int64), controls.offset, False)
         if len(members) > 1 and self.search.session_fusion == "rrf":
+            sources = [self._pools(member, mode, alpha, fusion, mask) for member in members]
+
             def pool_at(depth: int) -> Pool:
-                return rank_fusion([self._pool(member, mode, depth, alpha, fusion, mask) for member in members],
-                                   self.search.rrf_k)
+                return rank_fusion([source(depth) for source in sources], self.search.rrf_k)
         else:
-            def pool_at(depth: int) -> Pool:
-                return self._pool(query, mode, depth, alpha, fusion, mask)
+            pool_at = self._pools(query, mode, alpha, fusion, mask)
         selection = Selection(controls.diversity, self._similarity(mode, alpha),
                               self._looks if controls.dedupe else None, self.search.dedupe_threshold,
                               self._caps(controls.caps), len(self.catalog))
@@ -338,17 +346,29 @@ class Recommender:
         allowed[controls.exclude_rows + controls.session_rows + ([] if own_row is None else [own_row])] = False
         return RowMask(allowed)
 
-    def _pool(self, query: _Query, mode: str, depth: int, alpha: float, fusion: str, mask: RowMask | None) -> Pool:
-        """``query``'s top ``depth`` candidates in ``mode`` (a session member with one modality uses that one)."""
-        if mode == "hybrid" and query.image_vector is not None and query.text_vector is not None:
-            return hybrid_pool((self.image_index, self.text_index), (self.image_vectors, self.text_vectors),
-                               (query.image_vector, query.text_vector), depth, alpha, fusion, self.search.rrf_k,
-                               query.exclude_row, self.catalog.removed, mask)
-        if mode == "image" or (mode == "hybrid" and query.text_vector is None):
-            return single_pool(self.image_index, self.image_vectors, query.image_vector, depth, query.exclude_row,
-                               self.catalog.removed, mask)
-        return single_pool(self.text_index, self.text_vectors, query.text_vector, depth, query.exclude_row,
-                           self.catalog.removed, mask)
+    def _pools(self, query: _Query, mode: str, alpha: float, fusion: str,
+               mask: RowMask | None) -> Callable[[int], Pool]:
+        """``depth -> query's top depth candidates in mode``, for every pool tier of one query (a session
+        member with one modality uses that one); what the tiers share is computed once."""
+        hybrid = mode == "hybrid" and query.image_vector is not None and query.text_vector is not None
+        image = mode == "image" or (mode == "hybrid" and query.text_vector is None)
+        removed, own_row = self.catalog.removed, query.exclude_row
+        if mask is not None:
+            image_search = MaskedSearch(self.image_index, self.image_vectors, query.image_vector, mask) \
+                if hybrid or image else None
+            text_search = MaskedSearch(self.text_index, self.text_vectors, query.text_vector, mask) \
+                if hybrid or not image else None
+            if hybrid:
+                return lambda depth: masked_hybrid_pool(image_search, text_search, depth, alpha, fusion,
+                                                        self.search.rrf_k)
+            return lambda depth: masked_pool(image_search or text_search, depth)
+        if hybrid:
+            return lambda depth: hybrid_pool((self.image_index, self.text_index), (self.image_vectors, self.text_vectors),
+                                             (query.image_vector, query.text_vector), depth, alpha, fusion,
+                                             self.search.rrf_k, own_row, removed)
+        if image:
+            return lambda depth: single_pool(self.image_index, query.image_vector, depth, own_row, removed)
+        return lambda depth: single_pool(self.text_index, query.text_vector, depth, own_row, removed)
 
     def _similarity(self, mode: str, alpha: float):
         """How alike two results are for diversity: image vectors, text vectors, or hybrid's alpha-weighted mix."""

@@ -13,6 +13,8 @@ from recommender.search import candidates
 from recommender.search.config import SearchConfig
 from recommender.search.fusion import fuse_batch
 from recommender.search.index import build_index, normalize
+from recommender.search.paging import anything_left
+from recommender.search.rerank import Selection, Similarity
 
 from .synthetic import catalog_records
 
@@ -276,6 +278,19 @@ def test_a_page_past_the_first_pool_gets_a_deeper_one(tiered: Recommender) -> No
     page = tiered.recommend(item_id="vid200", mode="text", k=4, offset=8)
     expected = brute_force(tiered, row, "text", np.ones(len(tiered), dtype=bool), 12)[8:]
     assert page.rows.tolist() == expected and page.more
+
+
+def test_no_next_page_when_only_copies_of_shown_results_are_left() -> None:
+    """Row 1 is a re-upload of row 0 and never came up in a pool: once row 0 is shown nothing is left to page to."""
+    looks = normalize(np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]], dtype=np.float32))
+    def selection(dedupe: bool) -> Selection:
+        return Selection(0.0, Similarity(((looks, 1.0),)).gather, (lambda rows: looks[rows]) if dedupe else None,
+                         SearchConfig.dedupe_threshold, None, len(looks))
+    admitted = np.array([True, True, False])
+    for dedupe, more in ((True, False), (False, True)):
+        chosen = selection(dedupe)
+        chosen.extend(candidates.Pool(np.array([0]), np.array([1.0], dtype=np.float32)), 1)
+        assert chosen.picked == [0] and anything_left(chosen, admitted) is more
 
 
 # -- sessions ------------------------------------------------------------------------------------------

@@ -19,6 +19,9 @@ import numpy as np
 from .candidates import Pool
 from .rerank import Selection
 
+#: Rows left over checked at a time for being copies of a result, to tell whether a next page exists.
+_COPY_CHECK_ROWS = 64
+
 
 @dataclass(frozen=True)
 class Tiers:
@@ -43,9 +46,13 @@ def rank(selection: Selection, pool_at: Callable[[int], Pool], need: int, tiers:
 
 
 def anything_left(selection: Selection, admitted: np.ndarray) -> bool:
-    """Whether some admitted row is neither picked, folded nor capped out: a next page exists."""
+    """Whether some admitted row is neither picked, folded, capped out nor a copy of a result: a next page exists."""
     left = admitted & ~selection.taken()
     for codes, full in selection.capped():
         if full.any():
             left &= ~full[codes]
-    return bool(left.any())
+    rows = np.flatnonzero(left)
+    for start in range(0, len(rows), _COPY_CHECK_ROWS):  # copies are rare: the first rows settle it
+        if not selection.copies_a_result(rows[start:start + _COPY_CHECK_ROWS]).all():
+            return True
+    return False

@@ -29,10 +29,21 @@ class Similarity:
     parts: tuple[tuple[np.ndarray, float], ...]
 
     def gather(self, rows: np.ndarray) -> np.ndarray:
-        """Vectors of ``rows`` whose inner products are the similarity (weights folded in as square roots)."""
-        parts = [vectors[rows] if weight == 1 else np.sqrt(weight, dtype=np.float32) * vectors[rows]
-                 for vectors, weight in self.parts if weight > 0]
-        return parts[0] if len(parts) == 1 else np.hstack(parts)
+        """Vectors of ``rows`` whose inner products are the similarity (weights folded in as square roots),
+        written side by side into one float32 array."""
+        parts = [(vectors, weight) for vectors, weight in self.parts if weight > 0]
+        out = np.empty((len(rows), sum(vectors.shape[1] for vectors, _ in parts)), dtype=np.float32)
+        start = 0
+        for vectors, weight in parts:
+            block = out[:, start:start + vectors.shape[1]]
+            if vectors.dtype == np.float32:
+                np.take(vectors, rows, axis=0, out=block, mode="clip")  # rows are valid; "clip" skips a buffer
+            else:
+                block[:] = vectors[rows]
+            if weight != 1:
+                block *= np.sqrt(weight, dtype=np.float32)
+            start += vectors.shape[1]
+        return out
 
 
 @dataclass(frozen=True)
@@ -61,58 +72,96 @@ class Selection:
         self._taken = np.zeros(self.count, dtype=bool)  # picked and folded rows
         self._counts = [np.zeros(values, dtype=np.int64) for values in (self.caps.values if self.caps else ())]
         self._full = [np.zeros(values, dtype=bool) for values in (self.caps.values if self.caps else ())]
+        self._results_looks_buffer = np.zeros((0, 0), dtype=np.float32)  # dedupe on: results' looks, grown as picked
 
     def taken(self) -> np.ndarray:
         """Boolean mask over the catalog: rows picked or folded into a pick."""
         return self._taken
 
     def extend(self, pool: Pool, target: int) -> bool:
-        """Pick from ``pool`` until ``target`` results; ``False`` if the pool ran out of candidates first."""
+        """Pick from ``pool`` until ``target`` results; ``False`` if the pool ran out of candidates first.
+
+        A candidate is checked against the results' looks only when it would be picked (a copy is
+        folded then and the next one tried), and capped values are dropped as their caps fill, so a
+        pick costs one pass over the pool's vectors with diversity and almost nothing without.
+        """
         fresh = ~self._taken[pool.rows]
         rows, score = pool.rows[fresh], pool.score[fresh]
-        relevance = score.astype(np.float64)
-        available = np.ones(len(rows), dtype=bool)
-        looks = self.looks(rows) if self.looks is not None and len(rows) else None
-        if looks is not None and self.picked:
-            self._fold_into_earlier(rows, looks, available)
-        eligible = self._eligible(rows)
-        mmr = self.diversity > 0 and len(rows) > 0
-        if mmr:
-            vectors = self.similarity(rows)
-            spread = relevance.max() - relevance.min()
-            relevance = (relevance - relevance.min()) / spread if spread > 1e-12 else np.zeros_like(relevance)
-            closest = (vectors @ self.similarity(np.asarray(self.picked)).T).max(axis=1) if self.picked \
-                else np.zeros(len(rows))
-            gain = (1.0 - self.diversity) * relevance
+        open_ = self._eligible(rows)  # a capped value never opens again
+        if not (self.diversity > 0 and len(rows)):
+            for position in np.flatnonzero(open_).tolist():
+                if len(self.picked) >= target:
+                    return True
+                row = int(rows[position])
+                if self.caps is not None and self._capped(row):
+                    continue
+                if not self._folded(row):
+                    self._pick(row, float(score[position]))
+                    if self.caps is not None:
+                        self._count(row, None)
+            return len(self.picked) >= target
+        relevance = score.astype(np.float64)  # min-max scaled over the whole fresh pool
+        spread = relevance.max() - relevance.min()
+        relevance = (relevance - relevance.min()) / spread if spread > 1e-12 else np.zeros_like(relevance)
+        keep = np.flatnonzero(open_)
+        rows, score, gain = rows[keep], score[keep], (1.0 - self.diversity) * relevance[keep]
+        if not len(rows):
+            return False
+        vectors = self.similarity(rows)
+        closest = (vectors @ self.similarity(np.asarray(self.picked)).T).max(axis=1) if self.picked \
+            else np.zeros(len(rows))
+        value = gain - self.diversity * closest
         while len(self.picked) < target:
-            open_ = available & eligible
-            if not open_.any():
+            position = int(np.argmax(value))
+            if value[position] == -np.inf:
                 return False
-            if mmr:
-                position = int(np.argmax(np.where(open_, gain - self.diversity * closest, -np.inf)))
-            else:
-                position = int(np.argmax(open_))  # the first one left, in the pool's order
+            value[position] = -np.inf
             row = int(rows[position])
-            available[position] = False
-            self.picked.append(row)
-            self.scores.append(float(score[position]))
-            self._taken[row] = True
-            if looks is not None:
-                copies = available & (looks @ looks[position] >= self.threshold)
-                if copies.any():
-                    available &= ~copies
-                    self._taken[rows[copies]] = True
-            if mmr:
-                closest = np.maximum(closest, vectors @ vectors[position])
+            if self._folded(row):
+                continue
+            self._pick(row, float(score[position]))
+            np.maximum(closest, vectors @ vectors[position], out=closest)
+            closed = np.isneginf(value)
             if self.caps is not None:
-                eligible &= self._count(row, rows)
+                closed |= ~self._count(row, rows)
+            value = gain - self.diversity * closest
+            value[closed] = -np.inf
         return True
 
-    def _fold_into_earlier(self, rows: np.ndarray, looks: np.ndarray, available: np.ndarray) -> None:
-        """A deeper pool's candidates that copy an earlier result are folded (into the first such result)."""
-        hit = (looks @ self.looks(np.asarray(self.picked)).T >= self.threshold).any(axis=1)
-        available &= ~hit
-        self._taken[rows[hit]] = True
+    def _pick(self, row: int, score: float) -> None:
+        self.picked.append(row)
+        self.scores.append(score)
+        self._taken[row] = True
+        if self.looks is not None:
+            looks = self.looks(np.array([row]))
+            if len(self.picked) > len(self._results_looks_buffer):  # grown by doubling: one copy per doubling
+                grown = np.empty((2 * len(self.picked), looks.shape[1]), dtype=np.float32)
+                if len(self.picked) > 1:
+                    grown[:len(self.picked) - 1] = self._results_looks_buffer[:len(self.picked) - 1]
+                self._results_looks_buffer = grown
+            self._results_looks_buffer[len(self.picked) - 1] = looks[0]
+
+    def _folded(self, row: int) -> bool:
+        """Whether ``row``'s thumbnail copies a result's (it is then folded into it: taken, never shown)."""
+        if self.looks is None or not self.picked:
+            return False
+        if not (self._results_looks() @ self.looks(np.array([row]))[0] >= self.threshold).any():
+            return False
+        self._taken[row] = True
+        return True
+
+    def _results_looks(self) -> np.ndarray:
+        """The results' looks vectors, one row per result."""
+        return self._results_looks_buffer[:len(self.picked)]
+
+    def _capped(self, row: int) -> bool:
+        return any(full[codes[row]] for codes, full in zip(self.caps.codes, self._full))
+
+    def copies_a_result(self, rows: np.ndarray) -> np.ndarray:
+        """Which of ``rows`` copy some result's thumbnail (all ``False`` with dedupe off)."""
+        if self.looks is None or not self.picked or not len(rows):
+            return np.zeros(len(rows), dtype=bool)
+        return (self.looks(rows) @ self._results_looks().T >= self.threshold).any(axis=1)
 
     def _eligible(self, rows: np.ndarray) -> np.ndarray:
         eligible = np.ones(len(rows), dtype=bool)
@@ -120,15 +169,16 @@ class Selection:
             eligible &= ~full[codes[rows]]
         return eligible
 
-    def _count(self, row: int, rows: np.ndarray) -> np.ndarray:
-        """Count ``row`` against each cap; the pool's rows still allowed after it."""
-        eligible = np.ones(len(rows), dtype=bool)
+    def _count(self, row: int, rows: np.ndarray | None) -> np.ndarray | None:
+        """Count ``row`` against each cap; which of ``rows`` (if given) are still allowed after it."""
+        eligible = None if rows is None else np.ones(len(rows), dtype=bool)
         for codes, counts, full, limit in zip(self.caps.codes, self._counts, self._full, self.caps.limits):
             code = codes[row]
             counts[code] += 1
             if counts[code] >= limit:
                 full[code] = True
-                eligible &= codes[rows] != code
+                if rows is not None:
+                    eligible &= codes[rows] != code
         return eligible
 
     def capped(self) -> list[tuple[np.ndarray, np.ndarray]]:
