@@ -356,7 +356,7 @@ def test_a_bundle_without_a_title_head_says_it_cannot_search_thumbnails_by_title
 
 
 def test_search_settings_have_checked_defaults() -> None:
-    assert SearchConfig().session_fusion == "centroid" and 0.9 < SearchConfig().dedupe_threshold <= 1.0
+    assert SearchConfig().session_fusion == "rrf" and 0.9 < SearchConfig().dedupe_threshold <= 1.0
     assert SearchConfig.from_dict({"alpha": 0.3}).dedupe_threshold == SearchConfig().dedupe_threshold
     for bad in ({"dedupe_threshold": 0}, {"dedupe_threshold": 1.2}, {"dedupe_threshold": True},
                 {"session_fusion": "mean"}):

@@ -252,7 +252,12 @@ def test_evaluate_command_writes_report_and_tunes_the_manifest(bundle_dir: Path,
     assert manifest["search"]["alpha"] == metrics["sweep"]["alpha"]
     assert manifest["evaluation"]["report"] == "evaluation/report.md"
     assert manifest["evaluation"]["never_seen"]["modes"] == never_seen["modes"]
-    assert Recommender.load(bundle, text_model=str(text_model)).default_alpha == metrics["sweep"]["alpha"]
+    served = Recommender.load(bundle, text_model=str(text_model))
+    assert served.default_alpha == metrics["sweep"]["alpha"]
+    # the controls' defaults calibrated on this catalog are what the bundle now serves
+    assert served.search.dedupe_threshold == metrics["dedupe"]["threshold"] == manifest["evaluation"]["dedupe_threshold"]
+    assert served.search.session_fusion == metrics["sessions"]["recommended"]
+    assert f"dedupe threshold {metrics['dedupe']['threshold']}" in printed
     card = model_card(manifest, "someone/bundle")
     assert "## Evaluation" in card and "| this bundle | image (features + title head) |" in card
     assert "Never-seen uploads" in card

@@ -149,7 +149,8 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--examples", type=int, default=3, help="example queries drawn in examples.png (default: 3)")
     parser.add_argument("--seed", type=int, default=0, help="random seed for samples and crops (default: 0)")
     parser.add_argument("--no-set-alpha", action="store_true",
-                        help="do not write the tuned alpha and the summary into the bundle's manifest")
+                        help="do not write the tuned alpha, dedupe threshold and session fusion, and the summary, "
+                             "into the bundle's manifest")
     never_seen = parser.add_argument_group(
         "never-seen uploads", "part of the catalog held out, a bundle built on the rest with this bundle's settings, "
                               "the held-out videos asked as uploads (costs a build of that share of the catalog)")
@@ -172,8 +173,13 @@ def run_evaluate(args: argparse.Namespace) -> None:
                       holdout_epochs=args.holdout_epochs)
     print(summary_markdown(report))
     where = Path(args.output) if args.output else Path(args.bundle) / "evaluation"
+    written = [f"alpha {report.alpha:.2f}"]
+    if report.dedupe is not None:
+        written.append(f"dedupe threshold {report.dedupe.threshold}")
+    if report.sessions is not None:
+        written.append(f"session fusion {report.sessions.recommended}")
     print(f"\nReport: {where / 'report.md'}" + ("" if args.no_set_alpha else
-                                                 f"; default alpha {report.alpha:.2f} written to the manifest."))
+                                                 f"; defaults written to the manifest: {', '.join(written)}."))
 
 
 COMMANDS = {

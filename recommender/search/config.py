@@ -31,9 +31,12 @@ class SearchConfig:
     - ``refine_k_factor``: candidates per result that a re-ranking index (``IndexRefine``) re-scores exactly;
       ``None`` keeps the index's own.
     - ``dedupe_threshold``: a result whose thumbnail features have at least this cosine with a
-      higher-ranked result's is folded into it (``recommend(dedupe=True)``, the default).
+      higher-ranked result's is folded into it (``recommend(dedupe=True)``, the default). The default
+      stays above the dev catalog's calibrated 0.995 because thumbnails made from one template can be
+      that alike; ``train evaluate`` calibrates it on the bundle's own catalog and records it.
     - ``session_fusion``: how a session's items become one ranking: ``"centroid"`` searches from
-      their mean vector, ``"rrf"`` fuses each item's ranked list (docs/results.md compares them).
+      their mean vector, ``"rrf"`` fuses each item's ranked list; rrf is the measured default (an
+      off-topic item in a session costs it less; docs/results.md), ``train evaluate`` records its choice.
     """
 
     alpha: float = 0.65
@@ -45,7 +48,7 @@ class SearchConfig:
     ivf_nprobe: int | None = None
     refine_k_factor: int | None = None
     dedupe_threshold: float = 0.997
-    session_fusion: str = "centroid"
+    session_fusion: str = "rrf"
 
     def __post_init__(self) -> None:
         problems = []

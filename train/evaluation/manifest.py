@@ -1,4 +1,5 @@
-"""Writes an evaluation into the bundle's manifest: the tuned alpha as its default, and a summary for the model card."""
+"""Writes an evaluation into the bundle's manifest: the tuned alpha, dedupe threshold and session fusion as its
+defaults (each measured on this catalog), and a summary for the model card."""
 
 from __future__ import annotations
 
@@ -12,10 +13,16 @@ from .results import EvaluationReport
 
 
 def store_in_manifest(bundle: Path, report: EvaluationReport, output_dir: Path) -> None:
-    """Set ``search.alpha`` (weighted fusion) to the tuned alpha and add the ``evaluation`` section
-    (checksums rewritten)."""
+    """Set ``search.alpha`` (weighted fusion) to the tuned alpha and, where the controls were measured,
+    ``dedupe_threshold`` and ``session_fusion`` to this catalog's calibrated ones; add the ``evaluation``
+    section (checksums rewritten)."""
     manifest = read_manifest(bundle, verify=True)
-    search = read_search_config(manifest, bundle).replace(alpha=report.alpha, fusion="weighted")
+    calibrated = {}
+    if report.dedupe is not None:
+        calibrated["dedupe_threshold"] = report.dedupe.threshold
+    if report.sessions is not None:
+        calibrated["session_fusion"] = report.sessions.recommended
+    search = read_search_config(manifest, bundle).replace(alpha=report.alpha, fusion="weighted", **calibrated)
     manifest.pop("fusion", None)  # where bundles before the search section kept alpha
     manifest["search"] = search.to_dict()
     try:
@@ -37,6 +44,7 @@ def store_in_manifest(bundle: Path, report: EvaluationReport, output_dir: Path) 
         "never_seen": None if never_seen is None else {"held_out": never_seen.held_out, "modes": never_seen.modes,
                                                        "reference": to_plain(never_seen.reference)},
         "alpha": report.alpha,
+        **calibrated,
         "report": report_path,
     }
     manifest.pop("files", None)
