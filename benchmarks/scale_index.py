@@ -115,7 +115,9 @@ def run(text_vectors: np.ndarray, image_vectors: np.ndarray, results: Results, v
         scratch: Path | None = None) -> dict:
     """Build, tune and measure both indexes at ``vectors`` rows; add rows and a table to ``results``."""
     shards = shards or max(1, math.ceil(vectors / SHARD_ROWS))
-    train_sample = min(train_sample, vectors - 2 * queries)
+    # enough rows for the inverted lists (their count depends on the catalog size alone)
+    train_sample = min(large_index.training_sample(large_index.large_index_key(vectors, 384), train_sample),
+                       vectors - 2 * queries)
     folder = Path(tempfile.mkdtemp(prefix="scale-index-", dir=scratch or "/tmp"))
     threads = faiss.omp_get_max_threads()
     raw: dict = {"vectors": vectors, "shards": shards, "train_sample": train_sample, "sigma": sigma,

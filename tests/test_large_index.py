@@ -229,3 +229,13 @@ def test_scale_benchmark_runs_end_to_end_at_a_tiny_size(tmp_path: Path) -> None:
         assert max(row["recall"] for row in raw[name]["sweep"]) >= 0.9
     assert raw["hybrid"]["n"] == 20 and raw["hybrid"]["p50_ms"] > 0
     assert any("hybrid" in row.metric for row in results.rows)
+
+
+def test_an_ivf_index_trains_on_enough_rows_for_its_lists() -> None:
+    """A sample too small for the lists is raised to 40 a list: 50 rows cannot place 64 centroids."""
+    assert large_index.training_sample("IVF4096_HNSW32,PQ96x4fs,Refine(SQfp16)", 100_000) == 163_840
+    assert large_index.training_sample("IVF1024_HNSW32,PQ96x4fs,Refine(SQfp16)", 100_000) == 100_000
+    assert large_index.training_sample("HNSW32,Flat", 500) == 500
+    vectors = clustered(4_000)
+    index = build_index(vectors, "IVF64,Flat", train_sample=50)
+    assert index.ntotal == len(vectors) and faiss.extract_index_ivf(index).nlist == 64

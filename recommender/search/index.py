@@ -66,7 +66,8 @@ def build_index(vectors: np.ndarray, index_key: str | None = None, search: Searc
     if isinstance(index, faiss.IndexRefine):
         index.k_factor = large_index.REFINE_K_FACTOR
     if not index.is_trained:
-        index.train(np.ascontiguousarray(vectors[training_rows(count, train_sample, seed)], dtype=np.float32))
+        sample = large_index.training_sample(key, train_sample)
+        index.train(np.ascontiguousarray(vectors[training_rows(count, sample, seed)], dtype=np.float32))
     if shards > 1:
         index = large_index.build_sharded(index, large_index.chunked(vectors), large_index.shard_sizes(count, shards))
     elif hnsw is None:
@@ -95,8 +96,9 @@ def build_tuned_index(vectors: np.ndarray, index_key: str | None = None, search:
                         train_sample=train_sample, seed=seed)
     if not _is_ivf(index):
         return index, None
-    count = len(vectors)
-    trained_on = np.arange(count)[training_rows(count, train_sample, seed)]
+    count, dimension = vectors.shape
+    key = index_key or choose_index_key(count, dimension, large_threshold)
+    trained_on = np.arange(count)[training_rows(count, large_index.training_sample(key, train_sample), seed)]
     rows = large_index.held_out_rows(count, trained_on, large_index.TUNING_QUERIES, np.random.default_rng(seed + 1))
     queries = np.ascontiguousarray(vectors[rows], dtype=np.float32)
     _, truth = large_index.exact_neighbours(large_index.chunked(vectors), queries, large_index.TUNING_K + 1)

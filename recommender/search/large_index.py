@@ -16,6 +16,8 @@ smallest value that reaches a recall@10 target against exact search on held-out 
 
 from __future__ import annotations
 
+import re
+
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 
@@ -27,6 +29,8 @@ from tqdm.auto import tqdm
 LARGE_INDEX_THRESHOLD = 200_000
 #: Vectors the coarse quantiser and the codebooks are trained on.
 DEFAULT_TRAIN_SAMPLE = 100_000
+#: Training vectors per inverted list at least (FAISS's k-means wants 39 and warns below).
+MIN_TRAINING_PER_LIST = 40
 #: Candidates the fast-scan codes propose per result, re-ranked exactly from the float16 vectors.
 REFINE_K_FACTOR = 8
 MAX_K_FACTOR = 64
@@ -44,6 +48,13 @@ def large_index_key(count: int, dimension: int) -> str:
     codes, float16 re-ranking."""
     lists = min(2 ** round(np.log2(max(count, 1) ** 0.5)), 2 ** int(np.log2(max(count // 39, 1))), 8192)
     return f"IVF{lists}_HNSW32,PQ{_sub_quantizers(dimension)}x4fs,Refine(SQfp16)"
+
+
+def training_sample(key: str, requested: int) -> int:
+    """Rows to train factory ``key`` on: ``requested``, raised to :data:`MIN_TRAINING_PER_LIST` a list for an
+    IVF key (k-means with fewer points per centroid places them poorly, and FAISS warns)."""
+    lists = re.search(r"IVF(\d+)", key)
+    return max(requested, MIN_TRAINING_PER_LIST * int(lists.group(1))) if lists else requested
 
 
 def _sub_quantizers(dimension: int) -> int:
