@@ -21,11 +21,6 @@ ALPHA = 0.4
 
 
 @pytest.fixture(scope="module")
-def recommender(bundle_dir: Path) -> Recommender:
-    return Recommender.load(bundle_dir)
-
-
-@pytest.fixture(scope="module")
 def tiered(bundle_dir: Path) -> Recommender:
     """Small candidate pools (5, 9, 17, 33 deep), so pages cross from one pool tier into the next."""
     return Recommender.load(bundle_dir, search={"candidate_factor": 1, "min_candidates": 4})

@@ -47,12 +47,6 @@ def new_parquet(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_catalog_parquet(tmp_path_factory.mktemp("new") / "new.parquet", NEW)
 
 
-@pytest.fixture
-def bundle(tmp_path: Path, bundle_dir: Path) -> Path:
-    """A private copy of the session bundle, to update."""
-    return Path(shutil.copytree(bundle_dir, tmp_path / "bundle"))
-
-
 @pytest.fixture(scope="module")
 def added(tmp_path_factory: pytest.TempPathFactory, bundle_dir: Path, new_parquet: Path) -> Path:
     """The session bundle with the eight new videos added (one revision later)."""
