@@ -37,6 +37,12 @@ TEST_ENCODER = EncoderConfig(width=64, height=36, channels=(8, 16, 32), latent_c
                              decoder_channels=(16, 8, 4))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def index_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Joined HNSW indexes of live bundles are cached on disk: the tests' in a folder of their own, not ~/.cache."""
+    os.environ.setdefault("RECOMMENDER_INDEX_CACHE", str(tmp_path_factory.mktemp("index-cache")))
+
+
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("data")
