@@ -130,7 +130,7 @@ def hub_error(error: BaseException, repo_id: str, revision: str | None, doing: s
         return BundleError(f"Hub repo {repo_id} does not exist or is private, so you cannot {doing} it "
                            "(log in with `hf auth login`, or pass a token that can read it).")
     if isinstance(error, RevisionNotFoundError):
-        return BundleError(f"Hub repo {repo_id} has no revision {revision!r} (a branch, tag or commit): cannot "
+        return BundleError(f"Hub repo {repo_id} has no revision {revision or 'main'!r} (a branch, tag or commit): cannot "
                            f"{doing} it.")
     if isinstance(error, RemoteEntryNotFoundError):
         return BundleError(f"Hub repo {where} lacks a file needed to {doing} it: {_one_line(error)}")
@@ -146,7 +146,7 @@ def hub_error(error: BaseException, repo_id: str, revision: str | None, doing: s
         return BundleError(f"Cannot {doing} {where}: the local Hub cache holds only part of it ({missing}) and the "
                            "Hub cannot be reached to fetch the rest.")
     if isinstance(error, LocalEntryNotFoundError):
-        if isinstance(error.__cause__, (HfHubHTTPError, HTTPError)):  # the Hub failed, and the cache cannot stand in
+        if isinstance(error.__cause__, HTTPError):  # the Hub failed (an answer or none), and the cache cannot stand in
             return BundleError(f"{hub_error(error.__cause__, repo_id, revision, doing)} It is not in the local Hub "
                                "cache either.")
         return BundleError(f"Cannot {doing} {where}: it is not in the local Hub cache and the Hub cannot be reached "
