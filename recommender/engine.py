@@ -108,8 +108,8 @@ class Recommender:
         self.thumbnail_encoder = thumbnail_encoder
         self.title_head = title_head
         self.title_encoder = title_encoder
-        self.image_vectors = _plain(image_vectors)
-        self.text_vectors = _plain(text_vectors)
+        self.image_vectors = image_vectors
+        self.text_vectors = text_vectors
         self.image_index = image_index
         self.text_index = text_index
         self.manifest = manifest or {}
@@ -494,9 +494,3 @@ class Recommender:
 def _is_model(encoder: TitleEncoder, model: str, revision: str | None, prefix: str) -> bool:
     """Whether ``encoder`` is what ``TitleEncoder(model, revision, prefix)`` would load."""
     return (encoder.model_name_or_path, encoder.revision, encoder.prefix) == (str(model), revision, prefix)
-
-
-def _plain(vectors: np.ndarray) -> np.ndarray:
-    """A memory map as a plain array over the same mapped pages: ``np.memmap``'s subclass hooks run on every
-    row a query reads, which costs more than the read itself."""
-    return vectors.view(np.ndarray) if isinstance(vectors, np.memmap) else vectors

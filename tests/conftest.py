@@ -1,4 +1,5 @@
-"""Session fixtures: a synthetic catalog, a tiny text model and a bundle built from them (all offline)."""
+"""Session fixtures: a synthetic catalog, a tiny text model, a bundle built from them (all offline), the bundle
+loaded, and the real app serving it on a local port (one server for every test file that calls the app)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,12 @@ import hashlib
 import json
 import os
 import shutil
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -22,9 +27,20 @@ from recommender.encoders.autoencoder import EncoderConfig  # noqa: E402
 
 from .synthetic import write_catalog_parquet, write_tiny_text_model  # noqa: E402
 
+if TYPE_CHECKING:
+    from gradio_client import Client
+
+    from recommender import Recommender
+
 #: Small and fast, same architecture family as the default.
 TEST_ENCODER = EncoderConfig(width=64, height=36, channels=(8, 16, 32), latent_channels=16,
                              decoder_channels=(16, 8, 4))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def index_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Joined HNSW indexes of live bundles are cached on disk: the tests' in a folder of their own, not ~/.cache."""
+    os.environ.setdefault("RECOMMENDER_INDEX_CACHE", str(tmp_path_factory.mktemp("index-cache")))
 
 
 @pytest.fixture(scope="session")
@@ -52,6 +68,53 @@ def bundle_dir(data_dir: Path, catalog_parquet: Path, text_model: Path) -> Path:
     build_bundle(catalog_parquet, output, text_model=str(text_model), encoder_config=TEST_ENCODER,
                  training=TrainingConfig(epochs=2, batch_size=8), show_progress_bar=False)
     return output
+
+
+@pytest.fixture
+def bundle(tmp_path: Path, bundle_dir: Path) -> Path:
+    """A private copy of the session bundle, for a test that changes or damages it (``bundle_dir`` is shared)."""
+    return Path(shutil.copytree(bundle_dir, tmp_path / "bundle"))
+
+
+@pytest.fixture(scope="session")
+def recommender(bundle_dir: Path, text_model: Path) -> Recommender:
+    """The session bundle loaded once; tests only query it (a test that changes settings loads its own)."""
+    from recommender import Recommender
+
+    return Recommender.load(bundle_dir, text_model=str(text_model))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def serve(recommender: Recommender) -> Iterator[str]:
+    """The real app on a free local port, closed afterwards."""
+    from recommender.serving.ui import create_app, launch
+
+    demo = create_app(recommender)
+    _, url, _ = launch(demo, server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
+    try:
+        yield url
+    finally:
+        demo.close()
+
+
+@pytest.fixture(scope="session")
+def url(recommender: Recommender) -> Iterator[str]:
+    """The app serving ``recommender``: one server for the API, controls and browser tests."""
+    with serve(recommender) as address:
+        yield address
+
+
+@pytest.fixture(scope="session")
+def client(url: str, tmp_path_factory: pytest.TempPathFactory) -> Client:
+    from gradio_client import Client
+
+    return Client(url, verbose=False, download_files=str(tmp_path_factory.mktemp("downloads")))
 
 
 @dataclass(frozen=True)

@@ -12,14 +12,11 @@ import logging
 import os
 import re
 import shutil
-import socket
 import struct
 import subprocess
 import sys
 import time
 import zlib
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import gradio as gr
@@ -42,49 +39,14 @@ from recommender.serving.startup import (
 from recommender.serving.ui import (
     MAX_UPLOAD_BYTES,
     banner_text,
-    create_app,
-    launch,
     render_details,
 )
 
-from .conftest import HubCache
+from .conftest import HubCache, free_port
 from .synthetic import CHANNELS, jpeg_bytes, thumbnail
 
 ROOT = Path(__file__).resolve().parents[1]
 ENDPOINTS = {"/recommend", "/recommend_item", "/search_catalog", "/shuffle_catalog", "/info"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextmanager
-def serve(recommender: Recommender) -> Iterator[str]:
-    """The real app on a free local port, closed afterwards."""
-    demo = create_app(recommender)
-    _, url, _ = launch(demo, server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
-    try:
-        yield url
-    finally:
-        demo.close()
-
-
-@pytest.fixture(scope="session")
-def recommender(bundle_dir: Path, text_model: Path) -> Recommender:
-    return Recommender.load(bundle_dir, text_model=str(text_model))
-
-
-@pytest.fixture(scope="module")
-def url(recommender: Recommender) -> Iterator[str]:
-    with serve(recommender) as address:
-        yield address
-
-
-@pytest.fixture(scope="module")
-def client(url: str, tmp_path_factory: pytest.TempPathFactory) -> Client:
-    return Client(url, verbose=False, download_files=str(tmp_path_factory.mktemp("downloads")))
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -20,31 +19,15 @@ from gradio_client.exceptions import AppError
 
 from recommender import Recommender
 
+from .conftest import serve
 from .test_app_api import (
     RAW_CONTROL_DEFAULTS,
     assert_clear_error,
     assert_still_serving,
     result_ids,
-    serve,
 )
 
 CONTROLS = ("where", "diversity", "max_per", "dedupe", "offset", "items", "exclude")
-
-
-@pytest.fixture(scope="module")
-def recommender(bundle_dir: Path, text_model: Path) -> Recommender:
-    return Recommender.load(bundle_dir, text_model=str(text_model))
-
-
-@pytest.fixture(scope="module")
-def url(recommender: Recommender) -> Iterator[str]:
-    with serve(recommender) as address:
-        yield address
-
-
-@pytest.fixture(scope="module")
-def client(url: str, tmp_path_factory: pytest.TempPathFactory) -> Client:
-    return Client(url, verbose=False, download_files=str(tmp_path_factory.mktemp("downloads")))
 
 
 def engine_ids(recommender: Recommender, **query) -> list[str]:

@@ -15,21 +15,12 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from recommender import Recommender
-
 from .synthetic import CHANNELS, jpeg_bytes, thumbnail
-from .test_app_api import serve
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
 TIMEOUT_MS = 60_000
-
-
-@pytest.fixture(scope="module")
-def url(bundle_dir: Path, text_model: Path) -> Iterator[str]:
-    with serve(Recommender.load(bundle_dir, text_model=str(text_model))) as address:
-        yield address
 
 
 @pytest.fixture(scope="module")

@@ -56,11 +56,6 @@ def answers(recommender: Recommender) -> list[list[tuple]]:
             for query in queries()]
 
 
-@pytest.fixture(scope="module")
-def recommender(bundle_dir: Path) -> Recommender:
-    return Recommender.load(bundle_dir)
-
-
 def test_manifest_describes_the_bundle(bundle_dir: Path, catalog_parquet: Path, text_model: Path) -> None:
     manifest = json.loads((bundle_dir / MANIFEST).read_text())
     assert manifest["format_version"] == FORMAT_VERSION

@@ -23,11 +23,6 @@ ALPHA = 0.4
 
 
 @pytest.fixture(scope="module")
-def recommender(bundle_dir: Path) -> Recommender:
-    return Recommender.load(bundle_dir)
-
-
-@pytest.fixture(scope="module")
 def tiered(bundle_dir: Path) -> Recommender:
     """Small candidate pools (5, 9, 17, 33 deep), so pages cross from one pool tier into the next."""
     return Recommender.load(bundle_dir, search={"candidate_factor": 1, "min_candidates": 4})
@@ -108,7 +103,7 @@ def test_a_filter_nothing_matches_is_an_empty_answer_with_a_note(recommender: Re
 
 
 @pytest.mark.parametrize(("arguments", "message"), [
-    ({"where": {"colour": "red"}}, "Unknown metadata column 'colour'"),
+    ({"where": {"colour": "red"}}, "Unknown metadata column 'colour' in where; metadata columns: channel, views\\."),
     ({"where": {"title": "x"}}, "Unknown metadata column"),
     ({"where": ["channel", "Crafts"]}, "where must be an object"),
     ({"where": {"channel": {"is": ["Crafts"]}}}, "must be {\"not\""),
@@ -120,7 +115,7 @@ def test_a_filter_nothing_matches_is_an_empty_answer_with_a_note(recommender: Re
     ({"diversity": "0.5"}, "diversity must be"),
     ({"max_per": {"channel": 0}}, "max_per\\['channel'\\] must be a whole number"),
     ({"max_per": {"channel": 1.5}}, "whole number"),
-    ({"max_per": {"colour": 1}}, "Unknown metadata column 'colour' in max_per"),
+    ({"max_per": {"colour": 1}}, "Unknown metadata column 'colour' in max_per; metadata columns: channel, views\\."),
     ({"max_per": 2}, "max_per must be an object"),
     ({"dedupe": "yes"}, "dedupe must be true or false"),
     ({"offset": -1}, "offset must be"),

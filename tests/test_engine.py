@@ -19,11 +19,6 @@ from .synthetic import catalog_records, jpeg_bytes, thumbnail
 RECORDS = catalog_records()
 
 
-@pytest.fixture(scope="module")
-def recommender(bundle_dir: Path) -> Recommender:
-    return Recommender.load(bundle_dir)
-
-
 def ids(results: list) -> list[str]:
     return [r.item_id for r in results]
 

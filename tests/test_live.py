@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from recommender import BundleError, InvalidQueryError, Recommender
+from recommender.data import live as live_parts
 from recommender.data.bundle import (
     FILES,
     MANIFEST,
@@ -25,9 +26,11 @@ from recommender.data.bundle import (
     read_manifest,
     sha256_of,
 )
+from recommender.data.index_cache import ENV_INDEX_CACHE
 from recommender.data.live import SEGMENT_FILES
 from recommender.engine import MAX_K
 from recommender.errors import CatalogError
+from recommender.search.index import append_index
 from train import live
 from train.__main__ import main as train_main
 from train.build import build_bundle
@@ -45,12 +48,6 @@ CONTROLS = [{"mode": "image"}, {"mode": "text"}, {"mode": "hybrid"}, {"mode": "h
 @pytest.fixture(scope="module")
 def new_parquet(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_catalog_parquet(tmp_path_factory.mktemp("new") / "new.parquet", NEW)
-
-
-@pytest.fixture
-def bundle(tmp_path: Path, bundle_dir: Path) -> Path:
-    """A private copy of the session bundle, to update."""
-    return Path(shutil.copytree(bundle_dir, tmp_path / "bundle"))
 
 
 @pytest.fixture(scope="module")
@@ -385,6 +382,48 @@ def test_add_remove_and_compact_with_large_catalog_indexes(tmp_path: Path, bundl
     assert compacted.info()["image_index"] == kind and compacted.image_index.ntotal == 36
     assert faiss.downcast_index(compacted.image_index).__class__ is faiss.downcast_index(
         recommender.image_index).__class__
+
+
+def test_a_joined_hnsw_index_is_cached_not_inserted_at_every_load(
+        tmp_path: Path, bundle_dir: Path, catalog_parquet: Path, text_model: Path, new_parquet: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An HNSW graph takes a segment only by inserting its vectors: the first load after an ``add`` keeps
+    the joined index in the local cache, later loads read it, and a load after a second ``add`` inserts
+    only the new segment."""
+    cache = tmp_path / "index-cache"
+    monkeypatch.setenv(ENV_INDEX_CACHE, str(cache))
+    folder = tmp_path / "bundle"
+    build_bundle(catalog_parquet, folder, text_model=str(text_model), index_key="HNSW8,Flat", show_progress_bar=False,
+                 encoder_weights=bundle_dir / FILES["encoder_weights"])
+    add_items(folder, new_parquet, show_progress_bar=False)
+    inserted = []
+
+    def counting_append(index, segment, vectors):
+        inserted.append(len(vectors))
+        return append_index(index, segment, vectors)
+
+    monkeypatch.setattr(live_parts, "append_index", counting_append)
+    first = Recommender.load(folder)
+    assert inserted == [8, 8] and len(list(cache.glob("*.faiss"))) == 2  # image and text, joined once
+    second = Recommender.load(folder)
+    assert inserted == [8, 8]  # read back: nothing inserted again
+    for modality in ("image", "text"):
+        index = f"{modality}_index"
+        assert faiss.serialize_index(getattr(second, index)).tobytes() == \
+            faiss.serialize_index(getattr(first, index)).tobytes()  # the same graph
+    more = write_catalog_parquet(tmp_path / "more.parquet", new_records(4, start=8))
+    add_items(folder, more, show_progress_bar=False)  # its own load found the first join cached
+    inserted.clear()
+    third = Recommender.load(folder)
+    assert inserted == [4, 4] and len(list(cache.glob("*.faiss"))) == 2  # only the new segment; the old join replaced
+    assert third.image_index.ntotal == len(third.catalog) == 44
+    for row in range(44):  # row i is still vector i of both indexes
+        np.testing.assert_array_equal(third.image_index.reconstruct(row), third.image_vectors[row])
+        np.testing.assert_array_equal(third.text_index.reconstruct(row), third.text_vectors[row])
+    for path in cache.glob("*.faiss"):
+        path.write_bytes(b"not an index")
+    inserted.clear()
+    assert Recommender.load(folder).image_index.ntotal == 44 and inserted == [8, 4, 8, 4]  # a broken cache: rebuilt
 
 
 # ---- the command line ---------------------------------------------------------------------------------

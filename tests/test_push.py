@@ -7,7 +7,6 @@ files with their git blob ids and LFS SHA-256s, and commits of ``CommitOperation
 from __future__ import annotations
 
 import hashlib
-import shutil
 from pathlib import Path
 
 import huggingface_hub
@@ -68,11 +67,6 @@ class FakeHub:
 def same_as_local(hub: FakeHub, folder: Path) -> bool:
     return {path: data for path, data in hub.files.items() if path != ".gitattributes"} == {
         path: file.read_bytes() for path, file in local_files(folder).items()}
-
-
-@pytest.fixture
-def bundle(tmp_path: Path, bundle_dir: Path) -> Path:
-    return Path(shutil.copytree(bundle_dir, tmp_path / "bundle"))
 
 
 def test_push_sends_only_what_changed(bundle: Path, tmp_path: Path) -> None:

@@ -18,11 +18,6 @@ from recommender.search.index import build_index
 from .synthetic import catalog_records
 
 
-@pytest.fixture(scope="module")
-def recommender(bundle_dir: Path) -> Recommender:
-    return Recommender.load(bundle_dir)
-
-
 def with_manifest(tmp_path: Path, bundle_dir: Path, change) -> Path:
     """A copy of the bundle whose manifest ``change`` edited (the manifest has no checksum of itself)."""
     copy = tmp_path / "bundle"

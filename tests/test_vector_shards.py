@@ -15,6 +15,7 @@ from recommender.data.vectors import (
     StackedVectors,
     VectorShardWriter,
     open_vector_shards,
+    open_vectors,
 )
 from recommender.errors import BundleError
 from train.build import build_bundle
@@ -26,6 +27,11 @@ from .test_bundle import answers
 #: float16 keeps 11 significant bits; stored on both sides of an item query (and in the index), a score
 #: on the test catalog moved by up to 3.8e-3.
 FLOAT16_SCORE_TOLERANCE = 5e-3
+
+
+def mapped(vectors: np.ndarray) -> bool:
+    """Whether ``vectors`` is a plain read-only array over a memory map's pages (no ``np.memmap`` hooks, no copy)."""
+    return type(vectors) is np.ndarray and isinstance(vectors.base, np.memmap) and not vectors.flags.writeable
 
 
 def written(tmp_path: Path, rows: np.ndarray, dtype: str, shard_rows: int, batch: int = 7):
@@ -40,7 +46,7 @@ def test_shards_read_back_like_the_matrix(tmp_path: Path) -> None:
     rows = np.random.default_rng(0).standard_normal((53, 6)).astype(np.float32)
     entry, vectors = written(tmp_path, rows, "float32", shard_rows=20)
     assert [shard["count"] for shard in entry["shards"]] == [20, 20, 13]
-    assert isinstance(vectors, StackedVectors) and all(isinstance(p, np.memmap) for p in vectors.parts)
+    assert isinstance(vectors, StackedVectors) and all(mapped(p) for p in vectors.parts)
     assert vectors.shape == rows.shape and len(vectors) == 53
     picks = np.array([52, 0, 19, 20, 21, 40, 19])
     mask = np.arange(53) % 3 == 0
@@ -55,8 +61,20 @@ def test_shards_read_back_like_the_matrix(tmp_path: Path) -> None:
 def test_one_float32_shard_is_a_plain_memory_map(tmp_path: Path) -> None:
     rows = np.random.default_rng(1).standard_normal((10, 4)).astype(np.float32)
     _, vectors = written(tmp_path, rows, "float32", shard_rows=100)
-    assert isinstance(vectors, np.memmap) and not vectors.flags.writeable
+    assert mapped(vectors)
     np.testing.assert_array_equal(vectors, rows)
+
+
+def test_open_vectors_reads_the_files_pages(tmp_path: Path) -> None:
+    """The array open_vectors returns is the file's mapped pages, not a copy: a change to the file shows in it."""
+    path = tmp_path / "rows.npy"
+    np.save(path, np.zeros((3, 2), dtype=np.float32))
+    vectors = open_vectors(path, 3)
+    assert mapped(vectors)
+    with open(path, "r+b") as file:
+        file.seek(-4, 2)  # the last float32 of the last row
+        file.write(np.float32(7.5).tobytes())
+    assert vectors[2, 1] == 7.5 and vectors.sum() == 7.5
 
 
 def test_float16_shards_read_as_float32(tmp_path: Path) -> None:
@@ -77,11 +95,6 @@ def test_shard_count_must_match_the_catalog(tmp_path: Path) -> None:
         open_vector_shards(tmp_path, entry, 11)
 
 
-@pytest.fixture(scope="module")
-def reference(bundle_dir: Path) -> Recommender:
-    return Recommender.load(bundle_dir)
-
-
 def build_like(bundle_dir: Path, catalog_parquet: Path, text_model: Path, output: Path,
                embedding: EmbeddingConfig) -> Path:
     """The test bundle again, with its trained encoder, stored as ``embedding`` says."""
@@ -100,26 +113,26 @@ def in_memory(recommender: Recommender) -> Recommender:
 
 
 def test_memory_mapped_shards_answer_as_vectors_in_ram(tmp_path: Path, bundle_dir: Path, catalog_parquet: Path,
-                                                       text_model: Path, reference: Recommender) -> None:
+                                                       text_model: Path, recommender: Recommender) -> None:
     folder = build_like(bundle_dir, catalog_parquet, text_model, tmp_path / "sharded", EmbeddingConfig(shard_rows=10))
     manifest = json.loads((folder / MANIFEST).read_text())
     assert [s["count"] for s in manifest["vectors"]["image"]["shards"]] == [10, 10, 10, 2]
-    mapped = Recommender.load(folder)
-    assert isinstance(mapped.image_vectors, StackedVectors)
-    assert all(isinstance(part, np.memmap) for part in mapped.image_vectors.parts)
-    np.testing.assert_allclose(np.asarray(mapped.image_vectors), reference.image_vectors, atol=1e-5)
-    assert answers(mapped) == answers(in_memory(mapped))
-    assert [[row[0] for row in query] for query in answers(mapped)] == \
-           [[row[0] for row in query] for query in answers(reference)]
+    memory_mapped = Recommender.load(folder)
+    assert isinstance(memory_mapped.image_vectors, StackedVectors)
+    assert all(mapped(part) for part in memory_mapped.image_vectors.parts)
+    np.testing.assert_allclose(np.asarray(memory_mapped.image_vectors), recommender.image_vectors, atol=1e-5)
+    assert answers(memory_mapped) == answers(in_memory(memory_mapped))
+    assert [[row[0] for row in query] for query in answers(memory_mapped)] == \
+           [[row[0] for row in query] for query in answers(recommender)]
 
 
 def test_float16_vectors_keep_the_top_k(tmp_path: Path, bundle_dir: Path, catalog_parquet: Path, text_model: Path,
-                                        reference: Recommender) -> None:
+                                        recommender: Recommender) -> None:
     folder = build_like(bundle_dir, catalog_parquet, text_model, tmp_path / "half", EmbeddingConfig(vector_dtype="float16"))
     half = Recommender.load(folder)
     assert np.load(folder / "vectors/image-00000.npy", mmap_mode="r").dtype == np.float16
     assert half.image_vectors[0].dtype == np.float32
-    for got, expected in zip(answers(half), answers(reference)):
+    for got, expected in zip(answers(half), answers(recommender)):
         assert {row[0] for row in got} == {row[0] for row in expected}  # the same top k
         np.testing.assert_allclose([row[1] for row in got], [row[1] for row in expected],
                                    atol=FLOAT16_SCORE_TOLERANCE)  # the score at every rank
@@ -134,16 +147,16 @@ def test_float16_vectors_keep_the_top_k(tmp_path: Path, bundle_dir: Path, catalo
             assert mine[0] == theirs[0] or abs(exact[mine[0]] - exact[theirs[0]]) <= FLOAT16_SCORE_TOLERANCE
 
 
-def test_bundle_from_before_shards_still_loads(tmp_path: Path, bundle_dir: Path, reference: Recommender) -> None:
+def test_bundle_from_before_shards_still_loads(tmp_path: Path, bundle_dir: Path, recommender: Recommender) -> None:
     """Single ``image_vectors.npy`` / ``text_vectors.npy`` and no ``vectors`` section: the old layout."""
     old = Path(shutil.copytree(bundle_dir, tmp_path / "old"))
     manifest = json.loads((old / MANIFEST).read_text())
     for modality in ("image", "text"):
-        np.save(old / FILES[f"{modality}_vectors"], np.asarray(getattr(reference, f"{modality}_vectors")))
+        np.save(old / FILES[f"{modality}_vectors"], np.asarray(getattr(recommender, f"{modality}_vectors")))
     shutil.rmtree(old / "vectors")
     for key in ("vectors", "format_version", "files"):
         manifest.pop(key)
     write_manifest(old, manifest)
     loaded = Recommender.load(old)
-    assert isinstance(loaded.image_vectors.base, np.memmap)  # served from the file's pages, not a copy
-    assert answers(loaded) == answers(reference)
+    assert mapped(loaded.image_vectors) and mapped(loaded.text_vectors)  # served from the files' pages, no copy
+    assert answers(loaded) == answers(recommender)

@@ -26,9 +26,8 @@ from recommender.serving.ui import banner_text, create_app, launch
 from recommender.serving.watch import BundleWatcher, hub_probe, local_probe
 from train.live import add_items, remove_items
 
-from .conftest import HubCache
+from .conftest import HubCache, free_port
 from .synthetic import catalog_records, new_records, write_catalog_parquet
-from .test_app_api import free_port
 from .test_bundle import offline_hub  # noqa: F401 - the fixture
 
 RECORDS = catalog_records()

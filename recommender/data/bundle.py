@@ -169,18 +169,13 @@ def resolve_bundle(source: str | Path, revision: str | None = None, cache_dir: s
     if not is_repo_id(source):
         raise BundleError(f"Bundle {source} is neither a local folder nor a Hub repo id (owner/name).")
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import (
-        HfHubHTTPError,
-        LocalEntryNotFoundError,
-        RepositoryNotFoundError,
-    )
+
+    from .hub_sync import hub_error, hub_errors
 
     try:
         return Path(snapshot_download(repo_id=str(source), revision=revision, repo_type="model", cache_dir=cache_dir))
-    except RepositoryNotFoundError:
-        raise BundleError(f"Hub repo {source} does not exist or is private (log in with `hf auth login`).") from None
-    except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as error:
-        raise BundleError(f"Could not download bundle {source}@{revision or 'main'}: {error}") from None
+    except hub_errors() as error:
+        raise hub_error(error, str(source), revision, "download the bundle from") from None
 
 
 def model_card(manifest: dict, repo_id: str) -> str:
@@ -240,20 +235,24 @@ def push_bundle(folder: Path, repo_id: str, private: bool = False, token: str | 
     ``api`` replaces ``HfApi(token=token)`` (tests have no Hub)."""
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
 
-    from .hub_sync import plan_push
+    from .hub_sync import ensure_branch, hub_error, hub_errors, plan_push
 
     manifest = read_manifest(folder, verify=True)
     (Path(folder) / "README.md").write_text(model_card(manifest, repo_id))
     api = api or HfApi(token=token)
-    api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
-    plan = plan_push(api, Path(folder), repo_id, revision)
-    if not plan.upload and not plan.delete:
-        return None, plan
-    operations = [*(CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(Path(folder) / name))
-                    for name in plan.upload), *(CommitOperationDelete(path_in_repo=name) for name in plan.delete)]
-    commit = api.create_commit(repo_id, operations, repo_type="model", revision=revision,
-                               commit_message=f"Upload recommendation bundle ({_live_items(manifest)} items, "
-                                              f"{len(plan.upload)} files changed)")
+    try:
+        api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
+        ensure_branch(api, repo_id, revision)
+        plan = plan_push(api, Path(folder), repo_id, revision)
+        if not plan.upload and not plan.delete:
+            return None, plan
+        operations = [*(CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(Path(folder) / name))
+                        for name in plan.upload), *(CommitOperationDelete(path_in_repo=name) for name in plan.delete)]
+        commit = api.create_commit(repo_id, operations, repo_type="model", revision=revision,
+                                   commit_message=f"Upload recommendation bundle ({_live_items(manifest)} items, "
+                                                  f"{len(plan.upload)} files changed)")
+    except hub_errors() as error:
+        raise hub_error(error, repo_id, revision, "push to") from None
     return str(commit), plan
 
 

@@ -36,9 +36,16 @@ import numpy as np
 from ..encoders.title_head import TitleHead
 from ..errors import BundleError
 from ..search.config import SearchConfig
-from ..search.index import append_index, apply_search_config, load_index
+from ..search.index import (
+    append_index,
+    apply_search_config,
+    is_hnsw,
+    load_index,
+    shard_files,
+)
 from .bundle import FILES, OPTIONAL_FILES
 from .catalog import Catalog
+from .index_cache import JoinedIndexCache, cache_folder
 from .vectors import StackedVectors, open_vector_shards, open_vectors, stack_vectors
 
 SEGMENTS_DIR = "segments"
@@ -109,16 +116,39 @@ class BundleParts:
         return stack_vectors(base_parts + segments, f"{self.folder}'s {modality} vectors")
 
     def index(self, modality: str, vectors: np.ndarray, search: SearchConfig) -> faiss.Index:
-        """The base index of one modality with every segment's entries appended, searching as ``search`` says."""
+        """The base index of one modality with every segment's entries appended, searching as ``search`` says.
+
+        Where appending means inserting vectors (HNSW), the joined index is cached on local disk
+        (:mod:`.index_cache`): a later load of the same parts reads it instead of inserting again."""
         paths, counts = self._paths(f"{modality}_index"), self.counts(len(vectors))
         dimension = vectors.shape[1]
-        index = load_index(paths[0], counts[0], dimension, search)
-        start = counts[0]
-        for path, count in zip(paths[1:], counts[1:]):
+        cache = self._joined_cache(modality)
+        found = cache.longest(counts, dimension) if cache is not None else None
+        joined, index = found if found is not None else (0, load_index(paths[0], counts[0], dimension, search))
+        start = sum(counts[:joined + 1])
+        for path, count in zip(paths[joined + 1:], counts[joined + 1:]):
             append_index(index, load_index(path, count, dimension, search), vectors[start:start + count])
             start += count
+        if cache is not None and joined < len(self.segments) and is_hnsw(index):
+            cache.store(index)
         apply_search_config(index, search)
         return index
+
+    def _joined_cache(self, modality: str) -> JoinedIndexCache | None:
+        """The cache of this modality's joined indexes; ``None`` without segments, with the cache off, or
+        where the manifest lacks a checksum of a part (nothing then names the join reliably)."""
+        folder = cache_folder()
+        if not self.segments or folder is None:
+            return None
+        base = self.folder / FILES[f"{modality}_index"]
+        base_files = [base, *shard_files(base)] if base.is_file() else [base]
+        segment_files = [[self.folder / segment["files"][f"{modality}_{role}"] for role in ("index", "vectors")]
+                         for segment in self.segments]
+        sums = [[self.checksums.get(path.relative_to(self.folder).as_posix()) for path in files]
+                for files in (base_files, *segment_files)]
+        if any(None in part for part in sums):
+            return None
+        return JoinedIndexCache(folder, [" ".join(part) for part in sums])
 
     def title_head(self, rows: int, feature_dimension: int) -> TitleHead:
         """The base's title head, its per-item folds extended by every segment's."""

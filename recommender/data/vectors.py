@@ -84,8 +84,8 @@ def shard_files(section: dict | None) -> list[str]:
 def open_vector_shards(folder: Path, entry: dict, expected_count: int) -> "StackedVectors | np.ndarray":
     """One modality's shards, memory-mapped and checked against the manifest entry and the catalog size.
 
-    A single float32 shard comes back as the ``np.memmap`` itself (a plain read-only array);
-    anything else as :class:`StackedVectors`, which reads rows as float32.
+    A single float32 shard comes back as its mapped array itself (see :func:`open_vectors`); anything
+    else as :class:`StackedVectors`, which reads rows as float32.
     """
     parts = []
     for shard in entry.get("shards", []):
@@ -99,7 +99,12 @@ def open_vector_shards(folder: Path, entry: dict, expected_count: int) -> "Stack
 
 
 def open_vectors(path: Path, expected_count: int, dtype: str = "float32") -> np.ndarray:
-    """One ``.npy`` matrix memory-mapped (never unpickled), checked: ``expected_count`` rows of ``dtype``."""
+    """One ``.npy`` matrix memory-mapped (never unpickled), checked: ``expected_count`` rows of ``dtype``.
+
+    It comes back as a plain read-only ``np.ndarray`` over the mapped pages (its ``base`` is the
+    ``np.memmap``): ``np.memmap``'s subclass hooks would run on every row a query reads, and cost
+    more than the read itself.
+    """
     try:
         vectors = np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError) as error:
@@ -107,7 +112,7 @@ def open_vectors(path: Path, expected_count: int, dtype: str = "float32") -> np.
     if vectors.ndim != 2 or vectors.shape[0] != expected_count or vectors.dtype != np.dtype(dtype):
         raise BundleError(f"Vector file {path} holds {vectors.shape} {vectors.dtype}, expected "
                           f"({expected_count}, dim) {dtype} for this catalog. Rebuild the bundle.")
-    return vectors
+    return vectors.view(np.ndarray)
 
 
 def stack_vectors(parts: list[np.ndarray], where: str) -> "StackedVectors | np.ndarray":

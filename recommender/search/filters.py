@@ -50,9 +50,7 @@ def parse_where(where: Mapping[str, object] | None, columns: Sequence[str]) -> d
         raise InvalidQueryError(f"where must be an object of column -> value(s), got {where!r}.")
     conditions = {}
     for column, wanted in where.items():
-        if column not in columns:
-            known = ", ".join(columns) if columns else "none"
-            raise InvalidQueryError(f"Unknown metadata column {column!r} in where; filterable columns: {known}.")
+        _known_column(column, columns, "where")
         negated = isinstance(wanted, Mapping)
         if negated:
             if set(wanted) != {"not"}:
@@ -74,13 +72,18 @@ def parse_caps(max_per: Mapping[str, object] | None, columns: Sequence[str]) -> 
         raise InvalidQueryError(f"max_per must be an object of column -> count, got {max_per!r}.")
     caps = {}
     for column, cap in max_per.items():
-        if column not in columns:
-            known = ", ".join(columns) if columns else "none"
-            raise InvalidQueryError(f"Unknown metadata column {column!r} in max_per; columns: {known}.")
+        _known_column(column, columns, "max_per")
         if isinstance(cap, bool) or not isinstance(cap, (int, np.integer, float)) or int(cap) != cap or cap < 1:
             raise InvalidQueryError(f"max_per[{column!r}] must be a whole number of at least 1, got {cap!r}.")
         caps[str(column)] = int(cap)
     return caps
+
+
+def _known_column(column: object, columns: Sequence[str], parameter: str) -> None:
+    """Raise :class:`InvalidQueryError` naming ``parameter`` and the catalog's metadata columns if ``column`` is not one."""
+    if column not in columns:
+        known = ", ".join(columns) if columns else "none"
+        raise InvalidQueryError(f"Unknown metadata column {column!r} in {parameter}; metadata columns: {known}.")
 
 
 def _is_scalar(value: object) -> bool:

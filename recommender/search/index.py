@@ -242,6 +242,12 @@ def append_index(index: faiss.Index, segment: faiss.Index, vectors: np.ndarray) 
     index.merge_from(segment, index.ntotal)
 
 
+def is_hnsw(index: faiss.Index) -> bool:
+    """Whether ``index`` is one HNSW graph, which :func:`append_index` grows by inserting each segment's
+    vectors (work worth keeping), where flat and IVF indexes take a segment's entries as they are."""
+    return len(large_index.sub_indexes(index)) == 1 and _hnsw_of(index) is not None
+
+
 def is_memory_mapped(index: faiss.Index) -> bool:
     """Whether any flat codes of ``index`` (a re-ranking index's vectors, a flat index's) are a view of a
     memory-mapped file, which FAISS cannot grow (it would abort the process)."""

@@ -162,8 +162,11 @@ class Startup:
             self._recommender = Recommender.load(self.plan.source, revision=self.plan.revision,
                                                  text_model=self.text_model)
             logger.info("Ready in %.0f s: %s", time.monotonic() - self._started, self._recommender.info())
+        except RecommenderError as error:  # a clear message of ours (a bad bundle, the Hub): no traceback
+            self._error = str(error)
+            logger.error("Startup failed: %s", error)
         except Exception as error:
-            self._error = str(error) if isinstance(error, RecommenderError) else f"{type(error).__name__}: {error}"
+            self._error = f"{type(error).__name__}: {error}"
             logger.exception("Startup failed")
         finally:
             self._done.set()
@@ -200,7 +203,7 @@ class Startup:
             return read_search_config(json.loads(self._manifest_path().read_text()))
         except Exception as error:  # noqa: BLE001 - any problem surfaces when the bundle really loads
             logger.warning("Cannot read the search settings of %s yet (%s); the page starts at the defaults.",
-                           self.plan.source, error)
+                           self.plan.source, " ".join(str(error).split()))  # one line, however the Hub put it
             return SearchConfig()
 
     def default_alpha(self) -> float:
