@@ -92,12 +92,16 @@ class EmbedActor:
         from recommender.encoders.thumbnails import ThumbnailEncoder
 
         torch.set_num_threads(threads)
+        # Ray gave this actor a GPU when the cluster has them: the encoders run there, in full float32
+        # (TF32 convolutions would move vectors further than the in-process build's 1e-5 agreement)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
         with tempfile.TemporaryDirectory() as folder:  # weights travel as bytes: workers need no shared disk
             (Path(folder) / "encoder.safetensors").write_bytes(encoder_weights)
             (Path(folder) / "encoder.json").write_text(encoder_config)
             self.thumbnail_encoder = ThumbnailEncoder(load_autoencoder(Path(folder) / "encoder.safetensors",
-                                                                       Path(folder) / "encoder.json"))
-        self.title_encoder = TitleEncoder(text_model, revision=text_revision, prefix=text_prefix)
+                                                                       Path(folder) / "encoder.json"), device)
+        self.title_encoder = TitleEncoder(text_model, revision=text_revision, prefix=text_prefix, device=device)
 
     def __call__(self, batch: pa.Table) -> dict[str, np.ndarray]:
         from .build import embed_thumbnail_arrays

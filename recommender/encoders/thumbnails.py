@@ -48,11 +48,13 @@ def decode_for(config: EncoderConfig, source: ImageInput) -> Image.Image:
 class ThumbnailEncoder:
     """Turns thumbnails into unit vectors with a trained autoencoder; safe to share between threads."""
 
-    def __init__(self, model: torch.nn.Module):
-        self.model = model.eval().to(memory_format=torch.channels_last)
+    def __init__(self, model: torch.nn.Module, device: str = "cpu"):
+        """``device``: where PyTorch runs the encoder (``"cuda"`` in a GPU build worker; serving uses the CPU)."""
+        self.device = torch.device(device)
+        self.model = model.eval().to(self.device, memory_format=torch.channels_last)
         self.config: EncoderConfig = model.config
         with torch.inference_mode():
-            probe = torch.zeros(1, self.config.in_channels, self.config.height, self.config.width)
+            probe = torch.zeros(1, self.config.in_channels, self.config.height, self.config.width, device=self.device)
             self.dimension = int(self.model.embed(probe).shape[1])
         self.parameters = encoder_parameter_count(self.model)
         self._onnx: OnnxThumbnailModel | None = None  # set by use_onnx_runtime()
@@ -107,9 +109,9 @@ class ThumbnailEncoder:
         if onnx is not None:
             return normalize(onnx(arrays))
         batch = torch.from_numpy(np.ascontiguousarray(arrays, dtype=np.float32))
-        batch = batch.to(memory_format=torch.channels_last)
+        batch = batch.to(self.device, memory_format=torch.channels_last)
         with torch.inference_mode():
-            vectors = self.model.embed(batch).float().numpy()
+            vectors = self.model.embed(batch).float().cpu().numpy()
         return normalize(vectors)
 
     def encode(self, images: Sequence[ImageInput] | Iterable[ImageInput], batch_size: int = 64,
