@@ -1,0 +1,110 @@
+"""The benchmarks' echo app has the app's recommendation interface, so the throughput ratio
+(``python -m benchmarks --only throughput``) compares the app's own work with Gradio's cost for the
+same inputs, outputs and event settings. Fails when the two drift apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import gradio as gr
+import pytest
+from gradio_client import Client
+
+from benchmarks.latency_gradio import Query, echo_app
+from benchmarks.load_test import KINDS, Request, call
+from recommender import Recommender
+from recommender.search.config import SearchConfig
+from recommender.serving.interface import RECOMMEND_INPUTS, RECOMMEND_ITEM_INPUTS
+from recommender.serving.startup import BundlePlan, Startup
+from recommender.serving.ui import create_app, launch
+
+from .test_app_api import free_port, serve
+
+ENDPOINTS = {"recommend": RECOMMEND_INPUTS, "recommend_item": RECOMMEND_ITEM_INPUTS}
+#: Event settings that change what Gradio does per request.
+EVENT_SETTINGS = ("preprocess", "postprocess", "queue", "batch", "concurrency_limit", "concurrency_id",
+                  "api_visibility", "show_progress", "trigger_mode", "time_limit", "stream_every")
+
+
+def event(demo: gr.Blocks, api_name: str):
+    (function,) = (fn for fn in demo.fns.values() if fn.api_name == api_name)
+    return function
+
+
+#: Component settings that say where a component sits on the page or which page events listen to it
+#: (the app's gallery is clickable), not what Gradio does with an API request.
+PAGE_ONLY = {"id", "_id", "key", "_selectable"}
+
+
+def component_config(block: gr.components.Component) -> dict:
+    """A component as Gradio describes it, without :data:`PAGE_ONLY`."""
+    return {"type": type(block).__name__,
+            **{key: value for key, value in block.get_config().items() if key not in PAGE_ONLY}}
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[gr.Blocks, gr.Blocks]:
+    """The app (still loading a bundle, so it starts at the default search settings) and the echo app."""
+    missing = tmp_path_factory.mktemp("no-bundle") / "bundle"
+    missing.mkdir()
+    app = create_app(Startup(BundlePlan(str(missing), None, "--bundle")))
+    return app, echo_app(SearchConfig())
+
+
+@pytest.mark.parametrize("api_name", sorted(ENDPOINTS))
+def test_the_echo_apps_endpoints_are_the_apps(pair: tuple[gr.Blocks, gr.Blocks], api_name: str) -> None:
+    app, echo = pair
+    assert echo.get_api_info()["named_endpoints"][f"/{api_name}"] == \
+        app.get_api_info()["named_endpoints"][f"/{api_name}"]
+    ours, theirs = event(app, api_name), event(echo, api_name)
+    assert [block.label for block in ours.inputs] == [block.label for block in theirs.inputs]
+    assert len(ours.inputs) == len(ENDPOINTS[api_name])
+    assert [component_config(block) for block in theirs.inputs] == [component_config(block) for block in ours.inputs]
+    assert [component_config(block) for block in theirs.outputs] == \
+        [component_config(block) for block in ours.outputs]
+    assert {name: getattr(theirs, name) for name in EVENT_SETTINGS} == \
+        {name: getattr(ours, name) for name in EVENT_SETTINGS}
+    assert ours.preprocess is False
+
+
+def test_the_echo_app_queues_like_the_app(pair: tuple[gr.Blocks, gr.Blocks]) -> None:
+    app, echo = pair
+    for setting in ("max_size", "default_concurrency_limit", "ANAYLTICS_CACHE_FREQUENCY"):
+        assert getattr(echo._queue, setting) == getattr(app._queue, setting), setting
+
+
+@contextmanager
+def serving(demo: gr.Blocks) -> Iterator[str]:
+    _, url, _ = launch(demo, server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
+    try:
+        yield url
+    finally:
+        demo.close()
+
+
+def shape(value: object) -> object:
+    """The keys of a JSON answer, nested (lists by their first element), without the values."""
+    if isinstance(value, dict):
+        return {key: shape(item) for key, item in value.items() if key != "metadata"}
+    if isinstance(value, list):
+        return [shape(value[0])] if value else []
+    return None
+
+
+def test_the_echo_app_answers_every_load_test_request_in_the_apps_shape(bundle_dir: Path, text_model: Path,
+                                                                        tmp_path: Path) -> None:
+    recommender = Recommender.load(bundle_dir, text_model=str(text_model))
+    image = tmp_path / "query.jpg"
+    image.write_bytes(recommender.catalog.image_bytes(3))
+    query = Query(recommender.catalog.item_ids[3], recommender.catalog.titles[3], image)
+    with serve(recommender) as app_url, serving(echo_app(recommender.search)) as echo_url:
+        app, echo = (Client(url, verbose=False, download_files=False) for url in (app_url, echo_url))
+        for kind in KINDS:
+            ours, theirs = call(app, Request(kind, query), k=5), call(echo, Request(kind, query), k=5)
+            assert shape(theirs) == shape(ours), kind
+            assert len(theirs["results"]) == len(ours["results"]) == 5
+            assert (theirs["mode"], theirs["alpha"], theirs["fusion"]) == (ours["mode"], ours["alpha"],
+                                                                          ours["fusion"]), kind
