@@ -152,6 +152,14 @@ def references_for(url: str, requests: list[list[Request]], k: int) -> dict[Requ
     return {request: call(alone, request, k) for request in distinct}
 
 
+def warm(url: str, requests: list[list[Request]], k: int) -> None:
+    """Send every distinct request once, one after another, as :func:`references_for` did to the app: both
+    servers start the timed rounds with the same requests behind them (first calls, queue history)."""
+    client = client_for(url)
+    for request in {request for mine in requests for request in mine}:
+        call(client, request, k)
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far (Linux ``/proc``), all its threads."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -161,13 +169,15 @@ def cpu_seconds(pid: int) -> float:
 def against_echo(app_url: str, echo_url: str, requests: list[list[Request]], references: dict[Request, dict],
                  k: int, rounds: int, pids: dict[str, int] | None = None) -> dict:
     """Requests per second of the app and of the echo app (same endpoints, inputs and outputs, no
-    recommending), the same concurrent requests in alternating order, ``rounds`` times each.
+    recommending), the same concurrent requests in alternating order, ``rounds`` times each. The echo
+    app is first sent every request once, as the app was for ``references``.
 
     The ratio of each round compares two runs seconds apart, so a machine shared with other work
     moves both; the median over rounds and the spread are reported. Every app answer is checked
     against ``references``. With the servers' ``pids``, also the CPU time each server and the
     clients (this process) spent per request: where the difference goes.
     """
+    warm(echo_url, requests, k)
     rates: dict[str, list[float]] = {"app": [], "echo": []}
     cpu_ms: dict[str, list[float]] = {"app": [], "echo": [], "app clients": [], "echo clients": []}
     errors = {"app": 0, "echo": 0}
