@@ -4,7 +4,7 @@ their events are queued.
 The page (:func:`~recommender.serving.ui.create_app`) places these components in its layout; the
 benchmarks' echo app (``benchmarks/latency_gradio.py``) builds the very same ones around trivial
 handlers. Both take them from here, so the throughput benchmark compares the app's own work with
-Gradio's cost for one interface, and the two cannot drift apart (``tests/test_echo_interface.py``).
+Gradio's cost for one interface, and the two cannot drift apart (``tests/test_throughput_benchmark.py``).
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
-"""The benchmarks' echo app has the app's recommendation interface, so the throughput ratio
-(``python -m benchmarks --only throughput``) compares the app's own work with Gradio's cost for the
-same inputs, outputs and event settings. Fails when the two drift apart.
+"""The throughput benchmark (``python -m benchmarks --only throughput``): its echo app has the app's
+recommendation interface, so the ratio compares the app's own work with Gradio's cost for the same
+inputs, outputs and event settings (fails when the two drift apart); and a small run of it checks
+every concurrent answer against the sequential one.
 """
 
 from __future__ import annotations
@@ -14,7 +15,14 @@ import pytest
 from gradio_client import Client
 
 from benchmarks.latency_gradio import Query, echo_app
-from benchmarks.load_test import KINDS, Request, call
+from benchmarks.load_test import (
+    KINDS,
+    Request,
+    against_echo,
+    call,
+    plan,
+    references_for,
+)
 from recommender import Recommender
 from recommender.search.config import SearchConfig
 from recommender.serving.interface import RECOMMEND_INPUTS, RECOMMEND_ITEM_INPUTS
@@ -94,17 +102,48 @@ def shape(value: object) -> object:
     return None
 
 
-def test_the_echo_app_answers_every_load_test_request_in_the_apps_shape(bundle_dir: Path, text_model: Path,
-                                                                        tmp_path: Path) -> None:
-    recommender = Recommender.load(bundle_dir, text_model=str(text_model))
-    image = tmp_path / "query.jpg"
-    image.write_bytes(recommender.catalog.image_bytes(3))
-    query = Query(recommender.catalog.item_ids[3], recommender.catalog.titles[3], image)
+@pytest.fixture(scope="module")
+def recommender(bundle_dir: Path, text_model: Path) -> Recommender:
+    return Recommender.load(bundle_dir, text_model=str(text_model))
+
+
+@pytest.fixture(scope="module")
+def urls(recommender: Recommender) -> Iterator[tuple[str, str]]:
+    """The app and the echo app, each on a free local port."""
     with serve(recommender) as app_url, serving(echo_app(recommender.search)) as echo_url:
-        app, echo = (Client(url, verbose=False, download_files=False) for url in (app_url, echo_url))
-        for kind in KINDS:
-            ours, theirs = call(app, Request(kind, query), k=5), call(echo, Request(kind, query), k=5)
-            assert shape(theirs) == shape(ours), kind
-            assert len(theirs["results"]) == len(ours["results"]) == 5
-            assert (theirs["mode"], theirs["alpha"], theirs["fusion"]) == (ours["mode"], ours["alpha"],
-                                                                          ours["fusion"]), kind
+        yield app_url, echo_url
+
+
+def queries(recommender: Recommender, folder: Path, rows: range) -> list[Query]:
+    found = []
+    for row in rows:
+        image = folder / f"{row}.jpg"
+        image.write_bytes(recommender.catalog.image_bytes(row))
+        found.append(Query(recommender.catalog.item_ids[row], recommender.catalog.titles[row], image))
+    return found
+
+
+def test_the_echo_app_answers_every_load_test_request_in_the_apps_shape(recommender: Recommender,
+                                                                        urls: tuple[str, str],
+                                                                        tmp_path: Path) -> None:
+    (query,) = queries(recommender, tmp_path, range(3, 4))
+    app, echo = (Client(url, verbose=False, download_files=False) for url in urls)
+    for kind in KINDS:
+        ours, theirs = call(app, Request(kind, query), k=5), call(echo, Request(kind, query), k=5)
+        assert shape(theirs) == shape(ours), kind
+        assert len(theirs["results"]) == len(ours["results"]) == 5
+        assert (theirs["mode"], theirs["alpha"], theirs["fusion"]) == (ours["mode"], ours["alpha"],
+                                                                      ours["fusion"]), kind
+
+
+def test_a_small_run_against_the_echo_app_checks_every_answer(recommender: Recommender, urls: tuple[str, str],
+                                                               tmp_path: Path) -> None:
+    app_url, echo_url = urls
+    requests = plan(queries(recommender, tmp_path, range(0, 12, 3)), callers=3, per_caller=3)
+    references = references_for(app_url, requests, k=4)
+    result = against_echo(app_url, echo_url, requests, references, k=4, rounds=2)
+    assert (result["requests"], result["app_errors"], result["echo_errors"], result["differ"]) == (9, 0, 0, 0)
+    assert result["ratio_median"] > 0 and len(result["ratios"]) == 2
+
+    wrong = {request: {**answer, "results": answer["results"][::-1]} for request, answer in references.items()}
+    assert against_echo(app_url, echo_url, requests, wrong, k=4, rounds=1)["differ"] > 0
