@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import gradio as gr
+import httpx
 import pytest
 from gradio_client import Client
 
@@ -147,3 +148,10 @@ def test_a_small_run_against_the_echo_app_checks_every_answer(recommender: Recom
 
     wrong = {request: {**answer, "results": answer["results"][::-1]} for request, answer in references.items()}
     assert against_echo(app_url, echo_url, requests, wrong, k=4, rounds=1)["differ"] > 0
+
+
+def test_gradio_traffic_monitoring_is_off(urls: tuple[str, str]) -> None:
+    """Gradio's traffic summary is not served to anyone: monitoring is off, as the shared queue configuration
+    (which stops recomputing that summary after every event) assumes."""
+    for url in urls:
+        assert httpx.get(f"{url}monitoring/summary").status_code == 403
