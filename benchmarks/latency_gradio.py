@@ -16,6 +16,7 @@ its serving section started.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import subprocess
@@ -24,10 +25,14 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .common import Results, Row, free_port, percentiles, stop_process
+
+if TYPE_CHECKING:
+    from recommender.search.config import SearchConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Substrings searched to collect a deterministic, varied set of catalog items as queries.
@@ -119,68 +124,106 @@ def echo_command(port: int) -> list[str]:
     return [sys.executable, "-m", "benchmarks.latency_gradio", "--serve-echo", str(port)]
 
 
-def echo_app():
+def echo_app(search: SearchConfig | None = None, concurrency: int | None = None):
     """Gradio's floor: a text echo, and an image upload answered with its file name (no decoding);
-    and ``/recommend`` / ``/recommend_item`` with the app's inputs, outputs, queue and limits, answering
-    ``k`` fixed thumbnails (served in place, like the catalog's) and a JSON of the app's shape without
+    and ``/recommend`` / ``/recommend_item`` with the app's own interface (the components of
+    :mod:`recommender.serving.interface`, the same event settings and queue) answering ``k`` fixed
+    thumbnails (served in place, like the catalog's) and a JSON of the app's shape without
     recommending anything. The load test sends both apps the same requests."""
     import gradio as gr
 
     from recommender.engine import MAX_K
+    from recommender.search.config import SearchConfig
+    from recommender.serving.endpoints import Endpoints
+    from recommender.serving.interface import (
+        COMPONENTS,
+        CONTROLS,
+        add_recommendation_api,
+        component,
+        configure_queue,
+    )
     from recommender.serving.ui import DEFAULT_CONCURRENCY
 
+    search = search or SearchConfig()
+    concurrency = concurrency or DEFAULT_CONCURRENCY
     thumbnails = echo_thumbnails(MAX_K)
-    gr.set_static_paths([thumbnails[0].parent])
+    gr.set_static_paths([Path(thumbnails[0]).parent])
+    pages = [echo_page(k, thumbnails) for k in range(MAX_K + 1)]
 
-    def answer(query: dict, mode: str, k: float, alpha: float | None, fusion: str) -> tuple[list, dict]:
-        k = int(k)
-        results = [{"rank": rank, "item_id": f"echo{rank}", "title": f"Echo {rank}", "score": 1.0 / rank,
-                    "image_score": None, "text_score": None, "metadata": {"channel": "echo"}}
-                   for rank in range(1, k + 1)]
-        gallery = [(str(path), f"{rank}. Echo {rank} · {1.0 / rank:.3f}") for rank, path in
-                   zip(range(1, k + 1), thumbnails, strict=False)]
-        return gallery, {"query": query, "requested_mode": mode, "mode": mode, "alpha": alpha, "fusion": fusion,
-                         "notes": [], "results": results}
+    def answer(query: dict, given: dict) -> tuple[list, dict]:
+        gallery, results = pages[min(max(int(given["k"] or 0), 0), MAX_K)]
+        hybrid = given["mode"] == "hybrid"
+        return gallery, {"query": query, "requested_mode": given["mode"], "mode": given["mode"],
+                         "alpha": (search.alpha if given["alpha"] is None else given["alpha"]) if hybrid else None,
+                         "fusion": (given["fusion"] or search.fusion) if hybrid else None,
+                         "controls": {name: given[name] for name in CONTROLS if name != "offset"}, "notes": [],
+                         "results": results, "offset": 0, "more": False, "revision": "echo"}
 
-    def recommend(image=None, title=None, mode="hybrid", k=8, alpha=None, fusion="weighted"):
+    @like(Endpoints.recommend)
+    def recommend(given: dict) -> tuple[list, dict]:
+        image = given["image"]
         name = Path(image["path"]).name if isinstance(image, dict) and image.get("path") else None
-        return answer({"type": "upload", "title": title, "image": name}, mode, k, alpha, fusion)
+        return answer({"type": "upload", "title": given["title"], "image": name}, given)
 
-    def recommend_item(item_id, mode="hybrid", k=8, alpha=None, fusion="weighted"):
-        return answer({"type": "item", "item_id": item_id}, mode, k, alpha, fusion)
+    @like(Endpoints.recommend_item)
+    def recommend_item(given: dict) -> tuple[list, dict]:
+        return answer({"type": "item", "item_id": given["item_id"], "title": "Echo", "metadata": {"channel": "echo"}},
+                      given)
 
-    engine = {"concurrency_limit": DEFAULT_CONCURRENCY, "concurrency_id": "engine"}
     with gr.Blocks() as demo:
         text, image, out = gr.Textbox(), gr.Image(type="filepath"), gr.Textbox()
         gr.Button("echo").click(lambda value: value, text, out, api_name="echo")
         gr.Button("echo upload").click(lambda payload: Path(payload["path"]).name, image, out,
                                        api_name="echo_upload", preprocess=False)
-        mode, k = gr.Radio(["image", "text", "hybrid"], value="hybrid"), gr.Slider(1, MAX_K, value=8, step=1)
-        alpha, fusion = gr.Slider(0, 1, value=0.5), gr.Radio(["weighted", "rrf"], value="weighted")
-        item_id, gallery, data = gr.Textbox(), gr.Gallery(), gr.JSON()
-        settings = [mode, k, alpha, fusion]
-        gr.Button("recommend").click(recommend, [image, text, *settings], [gallery, data], api_name="recommend",
-                                     preprocess=False, **engine)
-        gr.Button("recommend item").click(recommend_item, [item_id, *settings], [gallery, data],
-                                          api_name="recommend_item", preprocess=False, **engine)
-    demo.queue(default_concurrency_limit=DEFAULT_CONCURRENCY, max_size=64)
-    return demo
+        add_recommendation_api({name: component(name, search) for name in COMPONENTS}, recommend, recommend_item,
+                               concurrency)
+    return configure_queue(demo, concurrency)
 
 
-def echo_thumbnails(count: int) -> list[Path]:
-    """``count`` small JPEG thumbnails in a private folder, removed at exit."""
-    import atexit
-    import shutil
+def like(method: Callable) -> Callable[[Callable[[dict], Any]], Callable]:
+    """Give a handler taking ``{parameter: value}`` the signature of an :class:`Endpoints` method (without
+    ``self``): Gradio names the API's parameters and fills in their defaults from it."""
+    signature = inspect.signature(method)
+    signature = signature.replace(parameters=list(signature.parameters.values())[1:])
+
+    def wrap(handler: Callable[[dict], Any]) -> Callable:
+        def called(*args: Any, **kwargs: Any) -> Any:
+            bound = signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            return handler(bound.arguments)
+
+        called.__signature__ = signature  # type: ignore[attr-defined]
+        called.__name__, called.__doc__ = method.__name__, method.__doc__
+        return called
+
+    return wrap
+
+
+def echo_page(k: int, thumbnails: list[str]) -> tuple[list[tuple[str, str]], list[dict]]:
+    """The gallery and the results of an echo answer with ``k`` results, fields as the app's."""
+    from recommender.results import Recommendation
+
+    results = [asdict(Recommendation(rank, f"echo{rank}", f"Echo {rank}", 1.0 / rank, 1.0 / rank, None,
+                                     {"channel": "echo"})) for rank in range(1, k + 1)]
+    gallery = [(path, f"{r['rank']}. {r['title']} · {r['score']:.3f}") for r, path in zip(results, thumbnails,
+                                                                                          strict=False)]
+    return gallery, results
+
+
+def echo_thumbnails(count: int) -> list[str]:
+    """``count`` small JPEG thumbnails, in a private folder laid out like the app's thumbnail folder."""
+    import io
 
     from PIL import Image
 
-    folder = Path(tempfile.mkdtemp(prefix="echo-thumbnails-"))
-    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    from recommender.data.catalog import ThumbnailFolder
+
+    folder = ThumbnailFolder("echo")
     paths = []
     for index in range(count):
-        path = folder / f"{index}.jpg"
-        Image.new("RGB", (480, 360), (index * 37 % 256, index * 91 % 256, 128)).save(path, "JPEG")
-        paths.append(path)
+        data = io.BytesIO()
+        Image.new("RGB", (480, 360), (index * 37 % 256, index * 91 % 256, 128)).save(data, "JPEG")
+        paths.append(str(folder.file(f"{index}.jpg", data.getvalue())))
     return paths
 
 
@@ -314,10 +357,9 @@ def app_from(args: argparse.Namespace) -> Iterator[str]:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.serve_echo:
-        from recommender.serving.ui import MAX_UPLOAD_BYTES
+        from recommender.serving.ui import launch
 
-        echo_app().launch(server_name="127.0.0.1", server_port=args.serve_echo, quiet=True,
-                          max_file_size=MAX_UPLOAD_BYTES)
+        launch(echo_app(), server_name="127.0.0.1", server_port=args.serve_echo, quiet=True)
         return
     with app_from(args) as url:
         results = measure(url, queries=args.queries, k=args.k, download=args.download)

@@ -90,8 +90,11 @@ def client_for(url: str):
     return Client(url, verbose=False, download_files=False, httpx_kwargs={"timeout": CLIENT_TIMEOUT_S})
 
 
-def run_concurrently(url: str, requests: list[list[Request]], k: int) -> tuple[list[Outcome], float]:
-    """All callers at once, each with its own client, released together; outcomes and wall time."""
+def run_concurrently(url: str, requests: list[list[Request]], k: int,
+                     on_start: Callable[[], None] | None = None) -> tuple[list[Outcome], float]:
+    """All callers at once, each with its own client, released together; outcomes and wall time (from the
+    release: connecting the clients, which fetches the app's whole page config, is not timed).
+    ``on_start`` is called at the release."""
     clients = [client_for(url) for _ in requests]
     outcomes: list[Outcome] = []
     lock = threading.Lock()
@@ -113,6 +116,8 @@ def run_concurrently(url: str, requests: list[list[Request]], k: int) -> tuple[l
                                                                                              strict=True)]
     for thread in threads:
         thread.start()
+    if on_start is not None:
+        on_start()
     start.wait()
     began = time.perf_counter()
     for thread in threads:
@@ -152,6 +157,14 @@ def references_for(url: str, requests: list[list[Request]], k: int) -> dict[Requ
     return {request: call(alone, request, k) for request in distinct}
 
 
+def warm(url: str, requests: list[list[Request]], k: int) -> None:
+    """Send every distinct request once, one after another, as :func:`references_for` did to the app: both
+    servers start the timed rounds with the same requests behind them (first calls, queue history)."""
+    client = client_for(url)
+    for request in {request for mine in requests for request in mine}:
+        call(client, request, k)
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far (Linux ``/proc``), all its threads."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -161,13 +174,16 @@ def cpu_seconds(pid: int) -> float:
 def against_echo(app_url: str, echo_url: str, requests: list[list[Request]], references: dict[Request, dict],
                  k: int, rounds: int, pids: dict[str, int] | None = None) -> dict:
     """Requests per second of the app and of the echo app (same endpoints, inputs and outputs, no
-    recommending), the same concurrent requests in alternating order, ``rounds`` times each.
+    recommending), the same concurrent requests in alternating order, ``rounds`` times each. The echo
+    app is first sent every request once, as the app was for ``references``.
 
     The ratio of each round compares two runs seconds apart, so a machine shared with other work
     moves both; the median over rounds and the spread are reported. Every app answer is checked
     against ``references``. With the servers' ``pids``, also the CPU time each server and the
-    clients (this process) spent per request: where the difference goes.
+    clients (this process) spent per request from the release of the callers (connecting them is
+    not counted): where the difference goes.
     """
+    warm(echo_url, requests, k)
     rates: dict[str, list[float]] = {"app": [], "echo": []}
     cpu_ms: dict[str, list[float]] = {"app": [], "echo": [], "app clients": [], "echo clients": []}
     errors = {"app": 0, "echo": 0}
@@ -175,12 +191,15 @@ def against_echo(app_url: str, echo_url: str, requests: list[list[Request]], ref
     load = [os.getloadavg()[0]]  # other work on the machine moves both apps, but is worth knowing
     for round_ in range(rounds):
         for name in ("app", "echo") if round_ % 2 == 0 else ("echo", "app"):
-            server_before = cpu_seconds(pids[name]) if pids else 0.0
-            clients_before = sum(os.times()[:2])
-            outcomes, wall = run_concurrently(app_url if name == "app" else echo_url, requests, k)
+            before: dict[str, float] = {}
+
+            def started(name: str = name, before: dict[str, float] = before) -> None:
+                before.update(server=cpu_seconds(pids[name]) if pids else 0.0, clients=sum(os.times()[:2]))
+
+            outcomes, wall = run_concurrently(app_url if name == "app" else echo_url, requests, k, started)
             if pids:
-                cpu_ms[name].append(1000 * (cpu_seconds(pids[name]) - server_before) / len(outcomes))
-                cpu_ms[f"{name} clients"].append(1000 * (sum(os.times()[:2]) - clients_before) / len(outcomes))
+                cpu_ms[name].append(1000 * (cpu_seconds(pids[name]) - before["server"]) / len(outcomes))
+                cpu_ms[f"{name} clients"].append(1000 * (sum(os.times()[:2]) - before["clients"]) / len(outcomes))
             rates[name].append(len(outcomes) / wall)
             errors[name] += sum(outcome.error is not None for outcome in outcomes)
             if name == "app":

@@ -297,6 +297,19 @@ class Catalog:
             path = self._thumbnail_paths[row] = self._thumbnails.file(f"{row}{_extension(data)}", data)
         return path
 
+    def gallery_source(self, row: int) -> str:
+        """What a gallery shows for row ``row``: for a catalog of URL references, the URL (the visitor's
+        browser fetches it); else the path of the original file in :attr:`thumbnail_folder`."""
+        reference = self.reference(row)
+        if reference is not None and is_url(reference):
+            return reference
+        return str(self.image_path(row))
+
+    @property
+    def thumbnail_folder(self) -> Path:
+        """The folder :meth:`image_path` writes this catalog's thumbnails to (a server serves it in place)."""
+        return self._thumbnails.folder
+
     def search(self, query: str, limit: int = 50) -> list[int]:
         """Live rows whose title contains ``query`` (case-insensitive), in catalog order."""
         needle = " ".join(query.split()).casefold()
@@ -331,9 +344,14 @@ class ThumbnailFolder:
                 atexit.register(shutil.rmtree, cls._root, ignore_errors=True)
             return cls._root
 
+    @property
+    def folder(self) -> Path:
+        """This catalog's folder (made when the first thumbnail is written)."""
+        return self.root() / self.key
+
     def file(self, name: str, data: bytes) -> Path:
         """``name`` in this catalog's folder, holding ``data`` (written by the first caller that needs it)."""
-        folder = self.root() / self.key
+        folder = self.folder
         path = folder / name
         if path.is_file():
             return path

@@ -9,7 +9,7 @@ a known item id, a cap of at least 1, a diversity from 0 to 1...) is checked by 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from ..errors import InvalidQueryError
@@ -35,7 +35,8 @@ class Controls:
     exclude: list | None = None
 
     def engine_arguments(self) -> dict[str, Any]:
-        return asdict(self)
+        """The controls as keyword arguments of ``Recommender.recommend`` (the values themselves, not copies)."""
+        return {field.name: getattr(self, field.name) for field in fields(self)}
 
 
 def parse_controls(where: Any = None, diversity: Any = None, max_per: Any = None, dedupe: Any = None,

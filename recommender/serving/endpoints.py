@@ -9,21 +9,22 @@ query; unexpected ones are logged with their traceback and reported without it.
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import random
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 import gradio as gr
+import orjson
 from gradio.utils import get_upload_folder
 
+from ..data.catalog import Catalog
 from ..encoders.titles import MAX_TITLE_CHARS
 from ..engine import Recommender
 from ..errors import InvalidQueryError, RecommenderError
-from ..results import Recommendations
+from ..results import Recommendation, Recommendations
 from .controls import Controls, parse_controls
 from .public import public_name
 from .startup import Startup
@@ -36,6 +37,7 @@ CATALOG_PAGE = 24
 UPLOAD_AGAIN = "Upload the thumbnail again: this server only reads images uploaded to it."
 
 Gallery = list[tuple[str, str]]
+RESULT_FIELDS = tuple(field.name for field in fields(Recommendation))
 #: Folders already given to ``gr.set_static_paths`` (a process-wide list in Gradio).
 _STATIC_FOLDERS: set[Path] = set()
 F = TypeVar("F", bound=Callable[..., Any])
@@ -73,8 +75,15 @@ def one_recommender(method: F) -> F:
 
 
 def jsonable(value: Any) -> Any:
-    """Metadata straight from parquet can hold dates or numpy scalars; make it plain JSON."""
-    return json.loads(json.dumps(value, ensure_ascii=False, default=str))
+    """Metadata straight from parquet can hold dates or numpy scalars; make it plain JSON (such values become
+    their ``str``, NaN becomes ``null``). A fresh copy: nothing in it is shared with the engine or the catalog."""
+    return orjson.loads(orjson.dumps(value, default=str, option=orjson.OPT_PASSTHROUGH_DATETIME
+                                     | orjson.OPT_NON_STR_KEYS))
+
+
+def shallow_dict(result: Recommendation) -> dict:
+    """``result`` as a dict of its fields, not copied (:func:`jsonable` copies the whole answer once)."""
+    return {name: getattr(result, name) for name in RESULT_FIELDS}
 
 
 def uploaded_image(payload: Any) -> Path | None:
@@ -175,7 +184,7 @@ class Endpoints:
             "fusion": used_fusion if results.mode == "hybrid" else None,
             "controls": {name: value for name, value in controls.engine_arguments().items() if name != "offset"},
             "notes": list(results.notes),
-            "results": [r.to_dict() for r in results],
+            "results": [shallow_dict(r) for r in results],
             "offset": results.offset,
             "more": results.more,
             "revision": self.recommender.revision["id"],
@@ -186,8 +195,8 @@ class Endpoints:
         """The gallery of results given as JSON (as :meth:`recommend` returns them): thumbnails captioned
         with rank, title and score. (A page shown before a live update removed one of its items keeps its
         thumbnail: ``lookup`` finds removed rows too.)"""
-        catalog = self.recommender.catalog
-        return [(self._thumbnail(catalog.lookup(r["item_id"])), f"{r['rank']}. {r['title']} · {r['score']:.3f}"
+        catalog = self._serving_thumbnails()
+        return [(catalog.gallery_source(catalog.lookup(r["item_id"])), f"{r['rank']}. {r['title']} · {r['score']:.3f}"
                  + (f" (+{len(r['duplicates'])} alike)" if r.get("duplicates") else "")) for r in results]
 
     # -- catalog --------------------------------------------------------------------------------
@@ -215,20 +224,19 @@ class Endpoints:
         return self._page(rows, {"query": None, "matches": len(live)})
 
     def _page(self, rows: list[int], header: dict) -> tuple[Gallery, dict]:
-        catalog = self.recommender.catalog
-        gallery = [(self._thumbnail(row), catalog.titles[row]) for row in rows]
+        catalog = self._serving_thumbnails()
+        gallery = [(catalog.gallery_source(row), catalog.titles[row]) for row in rows]
         return gallery, jsonable({**header, "shown": len(rows), "items": [self._item(row) for row in rows]})
 
-    def _thumbnail(self, row: int) -> str:
-        """Path of a catalog thumbnail, in a folder Gradio serves in place (no copy into its cache, no re-encoding);
-        a catalog of URL references gives the URL, which the visitor's browser fetches."""
-        path = self.recommender.catalog.image_path(row)
-        if isinstance(path, str):
-            return path
-        if path.parent not in _STATIC_FOLDERS:
-            gr.set_static_paths([path.parent])
-            _STATIC_FOLDERS.add(path.parent)
-        return str(path)
+    def _serving_thumbnails(self) -> Catalog:
+        """The catalog, with its thumbnail folder among the folders Gradio serves in place (no copy into its
+        cache, no re-encoding), so that its :meth:`~Catalog.gallery_source` can go into a gallery."""
+        catalog = self.recommender.catalog
+        folder = catalog.thumbnail_folder
+        if folder not in _STATIC_FOLDERS:
+            gr.set_static_paths([folder])
+            _STATIC_FOLDERS.add(folder)
+        return catalog
 
     def _row(self, item_id: Any) -> int:
         if item_id is None or not str(item_id).strip():
@@ -258,4 +266,4 @@ class Endpoints:
     def item_preview(self, item_id: str) -> tuple[str, dict]:
         """Thumbnail path and description of a catalog item, for the query panel."""
         row = self._row(item_id)
-        return str(self.recommender.catalog.image_path(row)), self._item(row)
+        return self._serving_thumbnails().gallery_source(row), self._item(row)

@@ -14,9 +14,9 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from ..engine import MAX_K, MODES, Recommender
-from ..search.config import FUSION_METHODS
+from ..engine import Recommender
 from .endpoints import Endpoints
+from .interface import add_recommendation_api, component, configure_queue, engine_queue
 from .page import FILTER_SLOTS, Page, filter_slot, markdown_text
 from .startup import Startup
 
@@ -53,8 +53,11 @@ def create_app(source: Recommender | Startup, concurrency: int = DEFAULT_CONCURR
     search_defaults = startup.default_search()
     first_gallery, first_page = api.shuffle_catalog() if startup.ready else ([], None)
     first_filters = page.filter_choices() if startup.ready else []
-    engine = {"concurrency_limit": concurrency, "concurrency_id": "engine"}
+    engine = engine_queue(concurrency)
     private = {"api_visibility": "private"}
+
+    def new(name: str) -> gr.components.Component:
+        return component(name, search_defaults)
 
     with gr.Blocks(title="Video recommender") as demo:
         gr.Markdown(INTRO)
@@ -63,10 +66,7 @@ def create_app(source: Recommender | Startup, concurrency: int = DEFAULT_CONCURR
             with gr.Column(scale=2, min_width=300, elem_id="query-column"):
                 with gr.Tabs(selected="upload") as tabs:
                     with gr.Tab("Upload or type", id="upload"):
-                        image = gr.Image(label="Thumbnail", type="filepath", image_mode=None,
-                                         sources=["upload", "clipboard"], height=220, elem_id="query-image")
-                        title = gr.Textbox(label="Title", placeholder="e.g. best budget phone 2025", max_lines=3,
-                                           elem_id="query-title")
+                        image, title = new("image"), new("title")
                         recommend_button = gr.Button("Recommend", variant="primary", elem_id="recommend-button")
                     with gr.Tab("Pick from the catalog", id="catalog"):
                         with gr.Row(equal_height=True):
@@ -81,8 +81,7 @@ def create_app(source: Recommender | Startup, concurrency: int = DEFAULT_CONCURR
                             item_image = gr.Image(show_label=False, interactive=False, height=90, min_width=120,
                                                   scale=1, buttons=[], container=False, visible=False)
                             item_text = gr.Markdown("No item picked yet.", elem_id="item-text")
-                        item_id = gr.Textbox(label="Item id", placeholder="pick a video above, or type its id",
-                                             elem_id="item-id")
+                        item_id = new("item_id")
                         item_button = gr.Button("Recommend similar", variant="primary", elem_id="item-button")
                 with gr.Column(visible=False, elem_id="session") as session_box:
                     session_text = gr.Markdown(elem_id="session-text")
@@ -91,26 +90,16 @@ def create_app(source: Recommender | Startup, concurrency: int = DEFAULT_CONCURR
                                                    min_width=120, elem_id="session-button")
                         clear_session = gr.Button("Clear", size="sm", min_width=80, elem_id="clear-session")
                 with gr.Accordion("Settings", open=True):
-                    mode = gr.Radio(list(MODES), value="hybrid", label="Mode", elem_id="mode",
-                                    info="image: look-alike thumbnails (or thumbnails for a title) · text: similar titles · "
-                                         "hybrid: both")
-                    k = gr.Slider(1, MAX_K, value=8, step=1, label="How many results (k)", elem_id="k")
+                    mode, k = new("mode"), new("k")
                     with gr.Column() as hybrid_settings:
-                        alpha = gr.Slider(0, 1, value=search_defaults.alpha, step=0.05, label="Title weight α",
-                                          info="0 = thumbnail only, 1 = title only", elem_id="alpha")
-                        fusion = gr.Radio(list(FUSION_METHODS), value=search_defaults.fusion, label="Fusion",
-                                          info="weighted scores, or reciprocal rank fusion", elem_id="fusion")
+                        alpha, fusion = new("alpha"), new("fusion")
                     filters = [gr.Dropdown(**filter_slot(first_filters, slot), multiselect=True,
                                            info="only these (none = any)", elem_id=f"filter-{slot}")
                                for slot in range(FILTER_SLOTS)]
-                    diversity = gr.Slider(0, 1, value=0.0, step=0.1, label="Diversity", elem_id="diversity",
-                                          info="0 = closest matches first, 1 = as varied as possible")
-                    dedupe = gr.Checkbox(True, label="Hide near-identical thumbnails", elem_id="dedupe")
+                    diversity, dedupe = new("diversity"), new("dedupe")
             with gr.Column(scale=3, min_width=300, elem_id="results-column"):
                 summary = gr.Markdown(EMPTY_RESULTS, elem_id="summary")
-                results_gallery = gr.Gallery(label="Recommendations", columns=4,
-                                             allow_preview=False, interactive=False, object_fit="cover",
-                                             height="auto", elem_id="results-gallery")
+                results_gallery = new("gallery")
                 with gr.Column(visible=False, elem_id="selected-actions") as actions:
                     selected_text = gr.Markdown(elem_id="selected-text")
                     with gr.Row():
@@ -129,28 +118,26 @@ def create_app(source: Recommender | Startup, concurrency: int = DEFAULT_CONCURR
                     table = gr.Dataframe(headers=list(TABLE_HEADERS), interactive=False, wrap=True, max_chars=48,
                                          elem_id="details")
                 with gr.Accordion("JSON (what the API returns)", open=False):
-                    results_json = gr.JSON(label="results", elem_id="results-json")
+                    results_json = new("json")
         with gr.Column(visible=False):  # the API's own parameters (the page passes them from its state instead)
-            api_recommend, api_recommend_item = gr.Button(), gr.Button()
-            where, max_per, items, exclude = (gr.JSON(None, label=name) for name in ("where", "max_per", "items",
-                                                                                   "exclude"))
-            offset = gr.Number(0, precision=0, minimum=0, label="offset")
+            where, max_per, items, exclude, offset = (new(name) for name in ("where", "max_per", "items", "exclude",
+                                                                              "offset"))
+            add_recommendation_api({"image": image, "title": title, "item_id": item_id, "mode": mode, "k": k,
+                                    "alpha": alpha, "fusion": fusion, "where": where, "diversity": diversity,
+                                    "max_per": max_per, "dedupe": dedupe, "offset": offset, "items": items,
+                                    "exclude": exclude, "gallery": results_gallery, "json": results_json},
+                                   api.recommend, api.recommend_item, concurrency)
         timer = gr.Timer(1.0, active=not startup.ready)
 
         filter_columns = gr.State([column for column, _ in first_filters])
         last_request, excluded, basket, selected = gr.State(None), gr.State([]), gr.State([]), gr.State(None)
         settings = [mode, k, alpha, fusion]
-        controls = [where, diversity, max_per, dedupe, offset, items, exclude]
         page_settings = [*settings, diversity, dedupe, excluded, filter_columns, *filters]
         shown_results = [results_gallery, results_json]
         asked = [*shown_results, last_request, more_button, selected, actions]
         picked = [item_id, item_image, item_text]
 
-        # Public API: one endpoint per action, with the JSON beside the gallery.
-        api_recommend.click(api.recommend, [image, title, *settings, *controls], shown_results,
-                            api_name="recommend", preprocess=False, **engine)
-        api_recommend_item.click(api.recommend_item, [item_id, *settings, *controls], shown_results,
-                                 api_name="recommend_item", preprocess=False, **engine)
+        # Public API: one endpoint per action, with the JSON beside the gallery (recommendations: above).
         search.submit(api.search_catalog, search, [catalog_gallery, catalog_json], api_name="search_catalog",
                       preprocess=False)
         shuffle.click(api.shuffle_catalog, None, [catalog_gallery, catalog_json], api_name="shuffle_catalog")
@@ -188,13 +175,14 @@ def create_app(source: Recommender | Startup, concurrency: int = DEFAULT_CONCURR
         demo.load(refresh(api, page), catalog_json, poll, **private)
         timer.tick(refresh(api, page), catalog_json, poll, **private)
 
-    demo.queue(default_concurrency_limit=concurrency, max_size=64)
-    return demo
+    return configure_queue(demo, concurrency)
 
 
 def launch(demo: gr.Blocks, **options: Any) -> Any:
-    """``demo.launch`` with the app's theme, CSS and upload cap; ``options`` override (ports, quiet...)."""
-    return demo.launch(**{"max_file_size": MAX_UPLOAD_BYTES, "theme": THEME, "css": CSS, **options})
+    """``demo.launch`` with the app's theme, CSS and upload cap, and Gradio's traffic monitoring off (it is not
+    used, and its per-event summary is switched off by :func:`configure_queue`); ``options`` override."""
+    return demo.launch(**{"max_file_size": MAX_UPLOAD_BYTES, "theme": THEME, "css": CSS, "enable_monitoring": False,
+                          **options})
 
 
 def banner_text(api: Endpoints) -> str:
