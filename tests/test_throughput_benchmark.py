@@ -30,7 +30,7 @@ from recommender.serving.interface import RECOMMEND_INPUTS, RECOMMEND_ITEM_INPUT
 from recommender.serving.startup import BundlePlan, Startup
 from recommender.serving.ui import create_app, launch
 
-from .test_app_api import free_port, serve
+from .conftest import free_port, serve
 
 ENDPOINTS = {"recommend": RECOMMEND_INPUTS, "recommend_item": RECOMMEND_ITEM_INPUTS}
 #: Event settings that change what Gradio does per request.
