@@ -133,18 +133,24 @@ def test_float16_vectors_keep_the_top_k(tmp_path: Path, bundle_dir: Path, catalo
     assert np.load(folder / "vectors/image-00000.npy", mmap_mode="r").dtype == np.float16
     assert half.image_vectors[0].dtype == np.float32
     for got, expected in zip(answers(half), answers(recommender)):
-        assert {row[0] for row in got} == {row[0] for row in expected}  # the same top k
+        got_ids, expected_ids = {row[0] for row in got}, {row[0] for row in expected}
+        cut = expected[-1][1]  # the k-th score
+        # the same top k, but for items tied with the k-th within the tolerance: those may trade places across the cut
+        assert len(got_ids) == len(expected_ids)
+        assert all(abs(row[1] - cut) <= 2 * FLOAT16_SCORE_TOLERANCE for row in got if row[0] not in expected_ids)
+        assert all(abs(row[1] - cut) <= FLOAT16_SCORE_TOLERANCE for row in expected if row[0] not in got_ids)
         np.testing.assert_allclose([row[1] for row in got], [row[1] for row in expected],
                                    atol=FLOAT16_SCORE_TOLERANCE)  # the score at every rank
         by_id = {row[0]: row for row in expected}
-        for mine in got:  # each item's scores (a mode's missing scores stay missing)
+        for mine in (row for row in got if row[0] in by_id):  # each item's scores (a mode's missing scores stay missing)
             theirs = by_id[mine[0]]
             assert [score is None for score in mine[1:]] == [score is None for score in theirs[1:]]
             np.testing.assert_allclose([x for x in mine[1:] if x is not None],
                                        [x for x in theirs[1:] if x is not None], atol=FLOAT16_SCORE_TOLERANCE)
         exact = {row[0]: row[1] for row in expected}
         for mine, theirs in zip(got, expected):  # only items tied within the tolerance may swap places
-            assert mine[0] == theirs[0] or abs(exact[mine[0]] - exact[theirs[0]]) <= FLOAT16_SCORE_TOLERANCE
+            tolerance = FLOAT16_SCORE_TOLERANCE if mine[0] in exact else 2 * FLOAT16_SCORE_TOLERANCE
+            assert mine[0] == theirs[0] or abs(exact.get(mine[0], mine[1]) - exact[theirs[0]]) <= tolerance
 
 
 def test_bundle_from_before_shards_still_loads(tmp_path: Path, bundle_dir: Path, recommender: Recommender) -> None:
