@@ -19,6 +19,7 @@ from recommender.encoders.title_head import (
     fold_assignment,
     random_fourier_features,
     random_fourier_projection,
+    ridge_regression,
 )
 from recommender.search.index import normalize
 
@@ -195,3 +196,18 @@ print(json.dumps({"first": seen[0], "seen": sorted(set(seen)), "last": blas.num_
                          env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert run.returncode == 0, run.stderr[-2000:]
     assert json.loads(run.stdout) == {"first": 3, "seen": [3], "last": 3}
+
+
+@pytest.mark.parametrize("rows", [40, 300])  # fewer rows than inputs (the dual problem) and more
+def test_ridge_regression_from_chunks_is_the_closed_form_solution(rows: int) -> None:
+    """Summed chunk by chunk (memory independent of the rows), the fit is ridge regression's own solution."""
+    rng = np.random.default_rng(rows)
+    inputs, targets = rng.standard_normal((rows, 64)) + 0.5, rng.standard_normal((rows, 8)) - 0.2
+    centred_x, centred_y = inputs - inputs.mean(axis=0), targets - targets.mean(axis=0)
+    expected = centred_x.T @ np.linalg.solve(centred_x @ centred_x.T + 0.1 * np.eye(rows), centred_y)  # the dual form
+    for chunk in (7, rows):
+        parts = ((inputs[start:start + chunk], targets[start:start + chunk]) for start in range(0, rows, chunk))
+        input_mean, weight, output_mean = ridge_regression(parts, 0.1)
+        np.testing.assert_allclose(weight, expected, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(input_mean, inputs.mean(axis=0), rtol=1e-6)
+        np.testing.assert_allclose(output_mean, targets.mean(axis=0), rtol=1e-6, atol=1e-7)

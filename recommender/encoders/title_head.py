@@ -16,6 +16,7 @@ prediction its original got, and a new picture gets a regression that never saw 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -66,20 +67,32 @@ class TitleHeadConfig:
 #: (:func:`recommender.serving.startup.use_one_thread_per_query`); a limit entered and left per
 #: call is process-wide, so calls overlapping in threads would restore each other's in the wrong order.
 PREDICT_BATCH = 8192
+#: Rows whose random features a fit makes at once (with float64 copies, about 80 MiB at 4,096 features).
+FIT_CHUNK = 2048
 
 
-def ridge_regression(inputs: np.ndarray, targets: np.ndarray,
+def ridge_regression(chunks: Iterable[tuple[np.ndarray, np.ndarray]],
                      ridge: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(input_mean, weight, output_mean)`` of ridge regression on centred data, solved in float64
-    (in its dual form when there are fewer rows than inputs: the same solution, a smaller system)."""
-    x = np.asarray(inputs, dtype=np.float64)
-    y = np.asarray(targets, dtype=np.float64)
-    input_mean, output_mean = x.mean(axis=0), y.mean(axis=0)
-    centred, y = x - input_mean, y - output_mean
-    if len(x) < x.shape[1]:
-        weight = centred.T @ np.linalg.solve(centred @ centred.T + ridge * np.eye(len(x)), y)
-    else:
-        weight = np.linalg.solve(centred.T @ centred + ridge * np.eye(x.shape[1]), centred.T @ y)
+    """``(input_mean, weight, output_mean)`` of ridge regression on centred data, from ``(inputs, targets)``
+    chunks of rows: the float64 normal equations are summed chunk by chunk, so memory is one chunk plus an
+    inputs x inputs matrix however many rows there are."""
+    rows, gram, cross, input_sum, output_sum = 0, None, None, None, None
+    for inputs, targets in chunks:
+        x = np.asarray(inputs, dtype=np.float64)
+        y = np.asarray(targets, dtype=np.float64)
+        if gram is None:
+            gram, cross = np.zeros((x.shape[1], x.shape[1])), np.zeros((x.shape[1], y.shape[1]))
+            input_sum, output_sum = np.zeros(x.shape[1]), np.zeros(y.shape[1])
+        rows += len(x)
+        gram += x.T @ x
+        cross += x.T @ y
+        input_sum += x.sum(axis=0)
+        output_sum += y.sum(axis=0)
+    input_mean, output_mean = input_sum / rows, output_sum / rows
+    gram -= rows * np.outer(input_mean, input_mean)  # centred: sum (x - mean)^T (x - mean)
+    cross -= rows * np.outer(input_mean, output_mean)
+    gram[np.diag_indices_from(gram)] += ridge
+    weight = np.linalg.solve(gram, cross)
     return input_mean.astype(np.float32), weight.astype(np.float32), output_mean.astype(np.float32)
 
 
@@ -132,8 +145,9 @@ class TitleHead:
         fits = []
         for fold in range(int(folds.max()) + 1):
             rows = np.flatnonzero(sample & (folds != fold))
-            fits.append(ridge_regression(random_fourier_features(features[rows], projection, phase), titles[rows],
-                                         config.ridge))
+            chunks = ((random_fourier_features(features[part], projection, phase), titles[part])
+                      for part in np.array_split(rows, max(1, -(-len(rows) // FIT_CHUNK))))
+            fits.append(ridge_regression(chunks, config.ridge))
         input_means, weights, output_means = (np.stack(part) for part in zip(*fits))
         return cls(projection, phase, input_means, weights, output_means, folds.astype(np.int32), float(config.ridge),
                    float(config.feature_share))
