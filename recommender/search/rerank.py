@@ -95,8 +95,9 @@ class Selection:
                 row = int(rows[position])
                 if self.caps is not None and self._capped(row):
                     continue
-                if not self._folded(row):
-                    self._pick(row, float(score[position]))
+                looks = self._looks_of(row)
+                if not self._folded(row, looks):
+                    self._pick(row, float(score[position]), looks)
                     if self.caps is not None:
                         self._count(row, None)
             return len(self.picked) >= target
@@ -117,9 +118,10 @@ class Selection:
                 return False
             value[position] = -np.inf
             row = int(rows[position])
-            if self._folded(row):
+            looks = self._looks_of(row)
+            if self._folded(row, looks):
                 continue
-            self._pick(row, float(score[position]))
+            self._pick(row, float(score[position]), looks)
             np.maximum(closest, vectors @ vectors[position], out=closest)
             closed = np.isneginf(value)
             if self.caps is not None:
@@ -128,24 +130,27 @@ class Selection:
             value[closed] = -np.inf
         return True
 
-    def _pick(self, row: int, score: float) -> None:
+    def _looks_of(self, row: int) -> np.ndarray | None:
+        """``row``'s looks vector, gathered once for both the copy check and the pick (``None``: dedupe off)."""
+        return None if self.looks is None else self.looks(np.array([row]))[0]
+
+    def _pick(self, row: int, score: float, looks: np.ndarray | None) -> None:
         self.picked.append(row)
         self.scores.append(score)
         self._taken[row] = True
-        if self.looks is not None:
-            looks = self.looks(np.array([row]))
+        if looks is not None:
             if len(self.picked) > len(self._results_looks_buffer):  # grown by doubling: one copy per doubling
-                grown = np.empty((2 * len(self.picked), looks.shape[1]), dtype=np.float32)
+                grown = np.empty((2 * len(self.picked), len(looks)), dtype=np.float32)
                 if len(self.picked) > 1:
                     grown[:len(self.picked) - 1] = self._results_looks_buffer[:len(self.picked) - 1]
                 self._results_looks_buffer = grown
-            self._results_looks_buffer[len(self.picked) - 1] = looks[0]
+            self._results_looks_buffer[len(self.picked) - 1] = looks
 
-    def _folded(self, row: int) -> bool:
-        """Whether ``row``'s thumbnail copies a result's (it is then folded into it: taken, never shown)."""
-        if self.looks is None or not self.picked:
+    def _folded(self, row: int, looks: np.ndarray | None) -> bool:
+        """Whether ``row``'s thumbnail (``looks``) copies a result's (it is then folded into it: taken, never shown)."""
+        if looks is None or not self.picked:
             return False
-        if not (self._results_looks() @ self.looks(np.array([row]))[0] >= self.threshold).any():
+        if not (self._results_looks() @ looks >= self.threshold).any():
             return False
         self._taken[row] = True
         return True
