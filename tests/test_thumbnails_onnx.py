@@ -1,7 +1,7 @@
 """Thumbnail queries on ONNX Runtime: the real export of the tests' encoder, checked against PyTorch.
 
-The app's startup exports once for the module (torch.onnx with dynamo, 10-30 s on a busy machine);
-the fallback test tries one more export, which the exporter refuses.
+The app's startup exports once for the module (a child process running torch.onnx with dynamo,
+10-30 s on a busy machine); one more test runs two exports at once.
 """
 
 from __future__ import annotations
@@ -120,14 +120,15 @@ def test_concurrent_thumbnail_queries_get_the_sequential_answers(settled: Recomm
 
 
 class _BrightnessGated(DenoisingAutoencoder):
-    """A real model ``torch.export`` cannot trace: which vector it returns depends on the data."""
+    """A model its config does not describe: the export process, which rebuilds the model from the
+    config and weights, would export a plain DenoisingAutoencoder instead."""
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         vectors = super().embed(images)
         return vectors if images.mean() > 0.5 else -vectors
 
 
-def test_a_model_that_does_not_export_stays_on_pytorch(settled: Recommender,
+def test_a_model_the_export_process_cannot_rebuild_stays_on_pytorch(settled: Recommender,
                                                        caplog: pytest.LogCaptureFixture) -> None:
     torch.manual_seed(0)
     encoder = ThumbnailEncoder(_BrightnessGated(TEST_ENCODER))
@@ -135,7 +136,7 @@ def test_a_model_that_does_not_export_stays_on_pytorch(settled: Recommender,
     before = encoder.encode(images)
     with caplog.at_level(logging.WARNING, logger="recommender.encoders.thumbnails"):
         assert encoder.use_onnx_runtime(images) is False
-    assert "stay on PyTorch" in caplog.text and "export" in caplog.text
+    assert "stay on PyTorch" in caplog.text and "_BrightnessGated is not rebuilt from its config" in caplog.text
     assert encoder.backend == "pytorch"
     np.testing.assert_array_equal(encoder.encode(images), before)
 
@@ -162,7 +163,8 @@ def test_a_new_revision_with_the_same_encoder_keeps_its_session(settled: Recomme
 
 def test_two_exports_at_once_both_succeed(settled: Recommender) -> None:
     """torch.export's tracing state is process-wide: startup's export and a hot swap's (or two apps in
-    one process) once failed each other ("Expected proxy mode to be set") and left PyTorch serving."""
+    one process) once failed each other ("Expected proxy mode to be set") and left PyTorch serving.
+    Each export now has its own process."""
     images = catalog_thumbnails(settled)[:4]
     encoders = [ThumbnailEncoder(DenoisingAutoencoder(TEST_ENCODER)) for _ in range(2)]
     start, exported = threading.Barrier(len(encoders)), {}

@@ -1,11 +1,13 @@
 """One-title queries on ONNX Runtime: the real export of the tests' tiny BERT, checked against PyTorch.
 
-Each export takes about ten seconds (torch.onnx with dynamo); the module exports three times.
+Each export takes about ten seconds (a child process running torch.onnx with dynamo); the module
+exports five times.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -82,7 +84,7 @@ def test_title_queries_while_the_export_runs_never_share_the_tokenizer(text_mode
     inside = threading.Lock()
 
     def one_thread_at_a_time(self, *args, **kwargs):
-        if self is not tokenizer:  # the export's private copy
+        if self is not tokenizer:  # another model's
             return call(self, *args, **kwargs)
         if not inside.acquire(blocking=False):
             raise RuntimeError("Already borrowed")
@@ -117,3 +119,36 @@ def test_title_queries_while_the_export_runs_never_share_the_tokenizer(text_mode
         thread.join()
     assert failures == [] and exported == [True] and encoder.backend == "onnxruntime"
     assert min(answered) >= 20
+
+
+def test_a_model_loaded_while_an_export_runs_loads(text_model: Path) -> None:
+    """torch.onnx's tracing switches on process-wide state that every torch.compiler.disable-wrapped call
+    touches: a title model loaded in this process during an export (a hot swap, a first-start build)
+    once failed with ``KeyError: 'custom'``. The export now runs in a child process."""
+    encoder = TitleEncoder(str(text_model))
+    exported: list[bool] = []
+    export = threading.Thread(target=lambda: exported.append(encoder.use_onnx_runtime(TITLES[:8])))
+    export.start()
+    loads, failures = 0, []
+    while export.is_alive() or loads < 10:
+        try:
+            TitleEncoder(str(text_model))
+            loads += 1
+        except Exception as error:  # noqa: BLE001 - every failure is reported
+            failures.append(f"{type(error).__name__}: {error}")
+    export.join()
+    assert failures == [] and exported == [True]
+
+
+def test_an_export_process_that_fails_leaves_titles_on_pytorch(text_model: Path, tmp_path: Path,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    """The child loads the model from where this process did: here the folder is gone by then."""
+    folder = shutil.copytree(text_model, tmp_path / "model")
+    encoder = TitleEncoder(str(folder))
+    before = encoder.encode([TITLES[0]])
+    shutil.rmtree(folder)
+    with caplog.at_level(logging.WARNING, logger="recommender.encoders.titles"):
+        assert encoder.use_onnx_runtime(TITLES[:4]) is False
+    assert "stay on PyTorch" in caplog.text and "the export process failed" in caplog.text
+    assert encoder.backend == "pytorch"
+    np.testing.assert_array_equal(encoder.encode([TITLES[0]]), before)

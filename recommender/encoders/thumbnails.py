@@ -19,8 +19,8 @@ from ..data.images import ImageInput, crop_letterbox, load_image
 from ..errors import InvalidQueryError
 from ..search.index import normalize
 from .autoencoder import EncoderConfig, encoder_parameter_count, load_autoencoder
+from .onnx_export import OnnxExportError
 from .thumbnails_onnx import OnnxThumbnailModel, export_thumbnail_model
-from .titles_onnx import OnnxExportError
 
 logger = logging.getLogger(__name__)
 
@@ -69,8 +69,8 @@ class ThumbnailEncoder:
         vectors on ``probe_images`` (see :mod:`~recommender.encoders.thumbnails_onnx`); otherwise keep
         PyTorch and say why.
 
-        Takes seconds (the export): call it off the request path; queries keep running on PyTorch
-        meanwhile. The session gets as many intra-op threads as torch has now: one per query once
+        Takes seconds (a child process exports): call it off the request path; queries keep running
+        on PyTorch meanwhile. The session gets as many intra-op threads as torch has now: one per query once
         serving's thread policy is set (``serving/startup.py``)."""
         try:
             probes = np.stack([self.prepare(image) for image in probe_images]) if probe_images else np.zeros(0)

@@ -2,14 +2,14 @@
 about half the CPU time per upload (docs/performance.md has the figures).
 
 The encoder's ``embed`` (photometric normalisation, conv stages, GeM pooling) is exported with
-``torch.onnx`` and a dynamic batch size into a temporary file, and only used after it has
-reproduced PyTorch's vectors on probe thumbnails, one at a time and as one batch: a model that
-does not export, or exports differently, simply stays on PyTorch.
+``torch.onnx`` and a dynamic batch size by a child process (:mod:`.onnx_export` says why) into a
+temporary file, and only used after it has reproduced this process's PyTorch vectors on probe
+thumbnails, one at a time and as one batch: a model that does not export, or exports differently,
+simply stays on PyTorch.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 import tempfile
 from pathlib import Path
@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 from ..search.index import normalize
-from .titles_onnx import OnnxExportError, cpu_session, exporting
+from .autoencoder import ARCHITECTURES, save_autoencoder
+from .onnx_export import OnnxExportError, cpu_session, export_in_child
 
 logger = logging.getLogger(__name__)
 
@@ -55,31 +56,43 @@ def _pytorch_vectors(model: torch.nn.Module, arrays: np.ndarray) -> np.ndarray:
         return normalize(model.embed(batch).float().numpy())
 
 
-def export_thumbnail_model(model: torch.nn.Module, probes: np.ndarray, threads: int = 1) -> OnnxThumbnailModel:
-    """Export ``model``'s ``embed`` and check it against PyTorch on ``probes`` (``N x C x H x W``, N >= 1).
+def write_thumbnail_onnx(model: torch.nn.Module, path: Path) -> None:
+    """Export ``model``'s ``embed`` to ``path`` with a dynamic batch size. Runs in :mod:`.onnx_export`'s
+    child process, never beside live queries."""
+    config = model.config
+    # torch.export specialises a dimension whose example size is 1: the example batch has two.
+    example = torch.rand(2, config.in_channels, config.height, config.width, generator=torch.Generator().manual_seed(0))
+    wrapper = _Embedding(model.to(memory_format=torch.contiguous_format)).eval()
+    torch.onnx.export(wrapper, (example,), str(path), input_names=["images"], output_names=["features"],
+                      dynamic_shapes={"images": {0: torch.export.Dim("batch")}}, dynamo=True, verbose=False)
 
-    The export works on a copy: tracing may swap a module's parameters for placeholders while
-    live queries run the original. Raises :class:`OnnxExportError` when the export fails or any
-    probe's unit vector, alone or in the batch of all probes, differs by more than :data:`TOLERANCE`.
+
+def export_thumbnail_model(model: torch.nn.Module, probes: np.ndarray, threads: int = 1) -> OnnxThumbnailModel:
+    """Export ``model``'s ``embed`` in a child process and check it against PyTorch on ``probes``
+    (``N x C x H x W``, N >= 1).
+
+    The child rebuilds the model from its config and weights, so only the architectures a config
+    names can be exported. Raises :class:`OnnxExportError` when the export fails or any probe's unit
+    vector, alone or in the batch of all probes, differs by more than :data:`TOLERANCE`.
     ``threads``: ONNX Runtime's intra-op threads (serving runs one per query).
     """
     if len(probes) == 0:
         raise OnnxExportError("No probe thumbnails to check the export against.")
+    config = getattr(model, "config", None)
+    if config is None or type(model) is not ARCHITECTURES.get(config.architecture):
+        raise OnnxExportError(f"a {type(model).__name__} is not rebuilt from its config by the export process.")
     probes = np.ascontiguousarray(probes, dtype=np.float32)
     alone = np.concatenate([_pytorch_vectors(model, probe[None]) for probe in probes])
     together = _pytorch_vectors(model, probes)
-    # torch.export specialises a dimension whose example size is 1: the example batch has two.
-    example = torch.from_numpy(np.concatenate([probes[:1], probes[-1:]]))
-    wrapper = _Embedding(copy.deepcopy(model).to(memory_format=torch.contiguous_format)).eval()
-    try:
-        with tempfile.TemporaryDirectory(prefix="thumbnail-encoder-onnx-") as folder, exporting():
-            path = Path(folder) / "thumbnail_encoder.onnx"
-            torch.onnx.export(wrapper, (example,), str(path), input_names=["images"], output_names=["features"],
-                              dynamic_shapes={"images": {0: torch.export.Dim("batch")}}, dynamo=True,
-                              verbose=False)
-            onnx_model = OnnxThumbnailModel(path, threads)  # the session holds the graph: the file can go
-    except Exception as error:  # torch.onnx and onnxruntime raise many types; all mean "no export"
-        raise OnnxExportError(f"{type(error).__name__}: {error}") from error
+    with tempfile.TemporaryDirectory(prefix="thumbnail-encoder-onnx-") as folder:
+        weights, config_path, path = (Path(folder) / name for name in ("encoder.safetensors", "encoder.json",
+                                                                        "thumbnail_encoder.onnx"))
+        save_autoencoder(model, weights, config_path)
+        export_in_child(["thumbnail", f"--weights={weights}", f"--config={config_path}"], path)
+        try:
+            onnx_model = OnnxThumbnailModel(path, threads)  # the session holds the graph: the files can go
+        except Exception as error:  # onnxruntime raises its own types; all mean "no export"
+            raise OnnxExportError(f"ONNX Runtime cannot load the export: {type(error).__name__}: {error}") from error
     try:
         worst = max(float(np.abs(normalize(onnx_model(probe[None])) - vector).max())
                     for probe, vector in zip(probes, alone, strict=True))

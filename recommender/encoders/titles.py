@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import logging
 import re
 import threading
@@ -74,14 +73,21 @@ class TitleEncoder:
         """Run one-title queries on ONNX Runtime if the exported model reproduces PyTorch's vectors
         on ``probe_titles`` (see :mod:`~recommender.encoders.titles_onnx`); otherwise keep PyTorch and say why.
 
-        Takes seconds to a minute (the export): call it off the request path. Queries keep working
-        meanwhile: the export works on a private copy of the model, taken under the lock that queries
-        hold, so no two threads ever use the same tokenizer (a fast tokenizer raises "Already borrowed").
+        Takes seconds to a minute (a child process exports): call it off the request path. Queries
+        keep working meanwhile; this process only tokenises and embeds the probes, under the lock
+        that queries hold (a fast tokenizer used by two threads at once raises "Already borrowed").
         """
+        from sentence_transformers.util import batch_to_device
+
+        texts = [self.prefix + title for title in probe_titles]
         with self._lock:
-            private = copy.deepcopy(self.model)
+            probes = [self.model.preprocess([text]) for text in texts]
+            with torch.inference_mode():
+                expected = [unit_sentence_embeddings(self.model, batch_to_device(features, self.model.device))
+                            .cpu().numpy() for features in probes]
         try:
-            self._onnx = export_title_model(private, [self.prefix + title for title in probe_titles])
+            self._onnx = export_title_model(self.model_name_or_path, self.revision, probes, expected,
+                                            example_text=max(texts, key=len, default=""))
         except OnnxExportError as error:
             logger.warning("Title queries stay on PyTorch: the ONNX export of %s failed (%s)",
                            self.model_name_or_path, error)
