@@ -9,8 +9,9 @@ prefix of its segments and inserts only the rest.
 
 The cache is local and derived: it is never pushed (the joined graph is as large as the whole index,
 and a push sends only what changed), deleting it only costs the insertion again, and a file that does
-not read back as the expected index is ignored. Files are written under a temporary name and renamed
-into place; one joined file is kept per base index, and :data:`MAX_CACHED_JOINS` in all (the newest).
+not read back as the expected index is ignored. The folder is the server user's alone (mode 0700);
+each writer writes a temporary file of its own and renames it into place; one joined file is kept
+per base index, and :data:`MAX_CACHED_JOINS` in all (the newest).
 ``RECOMMENDER_INDEX_CACHE`` names the folder (default ``video-recommender/joined-indexes`` under
 ``XDG_CACHE_HOME``, else ``~/.cache``); an empty value turns the cache off.
 """
@@ -21,6 +22,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import tempfile
 from pathlib import Path
 
 import faiss
@@ -69,9 +71,13 @@ class JoinedIndexCache:
         """Keep ``index`` as the join of the base with every segment, in place of earlier joins of this base.
         A cache that cannot be written (read-only, full) is skipped with a warning: loading goes on."""
         path = self._path(len(self.keys) - 1)
-        partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+        partial = None
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)
+            self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            # a file of this writer's own: two loads of one bundle at once (a hot swap beside a load) each write theirs
+            descriptor, name = tempfile.mkstemp(dir=self.folder, prefix=f"{path.stem}.", suffix=".partial")
+            os.close(descriptor)
+            partial = Path(name)
             faiss.write_index(index, str(partial))
             os.replace(partial, path)
             for old in self.folder.glob(f"{self.keys[0][:16]}-*.faiss"):
@@ -81,8 +87,9 @@ class JoinedIndexCache:
             for old in joins[MAX_CACHED_JOINS:]:
                 old.unlink(missing_ok=True)
         except (OSError, RuntimeError) as error:
-            with contextlib.suppress(OSError):
-                partial.unlink(missing_ok=True)
+            if partial is not None:
+                with contextlib.suppress(OSError):
+                    partial.unlink(missing_ok=True)
             logger.warning("Cannot cache the joined index in %s (%s); the next load inserts the segments again.",
                            self.folder, str(error).splitlines()[0])
 

@@ -42,12 +42,16 @@ TUNING_K = 10
 NPROBE_CANDIDATES = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
 
 
+def list_count(count: int) -> int:
+    """Inverted lists for ``count`` vectors: about ``sqrt(count)``, a power of two, at most 8,192, and at
+    least 39 training vectors each (FAISS's minimum)."""
+    return min(2 ** round(np.log2(max(count, 1) ** 0.5)), 2 ** int(np.log2(max(count // 39, 1))), 8192)
+
+
 def large_index_key(count: int, dimension: int) -> str:
-    """Factory string for ``count`` vectors: about ``sqrt(count)`` lists (a power of two, at most 8,192, and
-    at least 39 training vectors each, FAISS's minimum) found through a small HNSW graph, 4-bit fast-scan
-    codes, float16 re-ranking."""
-    lists = min(2 ** round(np.log2(max(count, 1) ** 0.5)), 2 ** int(np.log2(max(count // 39, 1))), 8192)
-    return f"IVF{lists}_HNSW32,PQ{_sub_quantizers(dimension)}x4fs,Refine(SQfp16)"
+    """Factory string for ``count`` vectors: :func:`list_count` lists found through a small HNSW graph,
+    4-bit fast-scan codes, float16 re-ranking."""
+    return f"IVF{list_count(count)}_HNSW32,PQ{_sub_quantizers(dimension)}x4fs,Refine(SQfp16)"
 
 
 def training_sample(key: str, requested: int) -> int:
