@@ -76,6 +76,17 @@ def test_validation_rows_are_held_out_and_scored(arrays: np.ndarray) -> None:
     assert len(held_out) == 2
 
 
+def test_the_time_budget_stops_training_within_an_epoch(arrays: np.ndarray) -> None:
+    """A training sample of a large catalog can make one epoch last far longer than ``--time-budget``."""
+    config = dataclasses.replace(QUICK, epochs=3, batch_size=4, time_budget_s=0.0)
+    assert len(arrays) > 2 * config.batch_size
+    _, history = train_autoencoder(arrays, TEST_ENCODER, config, show_progress_bar=False)
+    assert history.steps == 1 and len(history.train_loss) == len(history.validation_loss) == 1
+    _, unlimited = train_autoencoder(arrays, TEST_ENCODER, dataclasses.replace(config, time_budget_s=None),
+                                     show_progress_bar=False)
+    assert len(unlimited.train_loss) == 3 and unlimited.steps > 3
+
+
 def test_bundle_build_leaves_loss_curve_and_reconstructions(bundle_dir: Path) -> None:
     training = bundle_dir / "training"
     for name in ("loss_curve.png", "reconstructions.png"):

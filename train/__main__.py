@@ -47,7 +47,7 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=TrainingConfig.batch_size, help="training batch size")
     parser.add_argument("--learning-rate", type=float, default=TrainingConfig.learning_rate, help="peak learning rate")
     parser.add_argument("--no-denoising", action="store_true", help="train a plain autoencoder (no corruption)")
-    parser.add_argument("--time-budget", type=float, help="stop training after the epoch that passes this many seconds")
+    parser.add_argument("--time-budget", type=float, help="stop training at the first batch that ends past this many seconds")
     parser.add_argument("--seed", type=int, default=TrainingConfig.seed, help="random seed (default: 0)")
     parser.add_argument("--no-title-head", action="store_true",
                         help="do not fit the title head (thumbnail features -> predicted title) that image vectors "

@@ -60,6 +60,8 @@ class TrainingHistory:
     train_loss: list[float] = field(default_factory=list)
     validation_loss: list[float] = field(default_factory=list)
     epoch_seconds: list[float] = field(default_factory=list)
+    #: Optimiser steps taken; fewer than ``epochs`` times the steps per epoch when the time budget ran out.
+    steps: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -144,6 +146,10 @@ def train_autoencoder(arrays: np.ndarray, encoder_config: EncoderConfig = Encode
                                                     total_steps=max(1, config.epochs * steps_per_epoch))
     history = TrainingHistory()
     started = time.perf_counter()
+
+    def out_of_time() -> bool:
+        return config.time_budget_s is not None and time.perf_counter() - started > config.time_budget_s
+
     for epoch in range(config.epochs):
         model.train()
         epoch_start, losses = time.perf_counter(), []
@@ -165,14 +171,17 @@ def train_autoencoder(arrays: np.ndarray, encoder_config: EncoderConfig = Encode
             optimizer.step()
             scheduler.step()
             losses.append(loss.item())
+            history.steps += 1
             batches.set_postfix(loss=f"{np.mean(losses):.4f}")
+            if out_of_time():  # a sample of a large catalog can make one epoch far longer than the budget
+                break
         history.train_loss.append(float(np.mean(losses)))
         history.validation_loss.append(validation_loss(model, arrays[validation], config.batch_size))
         history.epoch_seconds.append(time.perf_counter() - epoch_start)
         if show_progress_bar:
             tqdm.write(f"epoch {epoch + 1}: train {history.train_loss[-1]:.4f}  "
                        f"validation {history.validation_loss[-1]:.4f}  ({history.epoch_seconds[-1]:.0f}s)")
-        if config.time_budget_s is not None and time.perf_counter() - started > config.time_budget_s:
+        if out_of_time():
             break
     return model.eval(), history
 
