@@ -85,6 +85,17 @@ assert not loaded, loaded
 """
 
 
+def test_actors_are_few_and_wide_on_cpus_one_per_gpu() -> None:
+    """Every actor holds both models: on CPUs one actor per 4 CPUs runs that many threads, and one CPU
+    stays unclaimed for the parquet reads (actors holding every CPU would deadlock them)."""
+    from train.distributed import actor_plan
+
+    assert actor_plan(cpus=2, gpus=0) == (1, 2, 1.0)  # this machine: one actor, both cores
+    assert actor_plan(cpus=16, gpus=0) == (4, 4, 3.75)
+    assert actor_plan(cpus=64, gpus=4) == (4, 1, 1.0)
+    assert actor_plan(cpus=2, gpus=0, requested=2) == (2, 1, 0.5)
+
+
 def test_serving_never_imports_ray(bundle_dir: Path) -> None:
     result = subprocess.run([sys.executable, "-c", SERVE_WITHOUT_RAY, str(bundle_dir)], capture_output=True,
                             text=True, timeout=600, cwd=Path(__file__).resolve().parents[1])

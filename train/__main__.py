@@ -70,7 +70,7 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> None:
                             "(needs `pip install .[scale]`)")
     scale.add_argument("--ray-address", help="Ray cluster to use with --ray (default: RAY_ADDRESS, else a local Ray)")
     scale.add_argument("--ray-concurrency", type=int,
-                       help="encoder actors with --ray (default: one per CPU, or per GPU on a GPU cluster)")
+                       help="encoder actors with --ray (default: one per 4 CPUs, or one per GPU on a GPU cluster)")
     search = parser.add_argument_group("search settings recorded in the manifest (see SearchConfig)")
     search.add_argument("--alpha", type=float, default=SearchConfig.alpha,
                         help=f"default hybrid text weight (default: {SearchConfig.alpha}; `train evaluate` tunes it)")

@@ -40,6 +40,23 @@ from .embedding import RAY_INPUT_DIR, EmbeddingConfig
 logger = logging.getLogger(__name__)
 #: Embedding batches per parquet shard Ray reads: enough blocks for every actor, few enough files.
 BATCHES_PER_SHARD = 4
+#: CPUs per encoder actor on a CPU cluster (each actor runs that many torch threads). Every actor holds
+#: its own copy of both models, so fewer, wider actors use less memory: on 2 vCPUs one actor of 2 threads
+#: embedded 2,000 items faster than two of 1 thread, at 0.7 GiB less peak memory (docs/scale.md).
+CPUS_PER_ACTOR = 4
+
+
+def actor_plan(cpus: int, gpus: int, requested: int | None = None) -> tuple[int, int, float]:
+    """``(actors, torch threads each, CPUs each claims)`` for a cluster of ``cpus`` CPUs and ``gpus`` GPUs.
+
+    One actor per GPU on a GPU cluster, else one per :data:`CPUS_PER_ACTOR` CPUs (at least one); ``requested``
+    overrides the count. Actors claim all CPUs but one between them, which stays free to list and read the
+    parquet shards (actors holding every CPU would deadlock the read).
+    """
+    actors = requested or (gpus if gpus else max(1, cpus // CPUS_PER_ACTOR))
+    threads = 1 if gpus else max(1, round(cpus / actors))
+    claimed = 1.0 if gpus else max(0.25, (cpus - 1) / actors)
+    return actors, threads, claimed
 
 
 @contextmanager
@@ -134,10 +151,7 @@ def embed_on_ray(catalog: Catalog, staging: Path, title_encoder: TitleEncoder, e
             context.enable_progress_bars = show_progress_bar
             gpus = int(ray.cluster_resources().get("GPU", 0))
             cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
-            concurrency = embedding.ray_concurrency or (gpus if gpus else cpus)
-            threads = 1 if gpus else max(1, round(cpus / concurrency))
-            # Actors that claimed every CPU would leave none to list and read the parquet files: a deadlock.
-            actor_cpus = 1 if gpus else max(0.25, (cpus - 1) / concurrency)
+            concurrency, threads, actor_cpus = actor_plan(cpus, gpus, embedding.ray_concurrency)
             dataset = ray.data.read_parquet(str(shards)).map_batches(
                 EmbedActor, batch_format="pyarrow", batch_size=embedding.batch_size,
                 compute=ray.data.ActorPoolStrategy(size=concurrency),

@@ -19,7 +19,7 @@ class EmbeddingConfig:
     ray: bool = False
     #: Ray cluster to join (default: ``RAY_ADDRESS``, else a local Ray started for the build).
     ray_address: str | None = None
-    #: Encoder actors (default: one per CPU the cluster has, or one per GPU when it has GPUs).
+    #: Encoder actors (default: one per GPU on a GPU cluster, else one per 4 CPUs: ``distributed.actor_plan``).
     ray_concurrency: int | None = None
     #: Thumbnails and titles embedded per batch.
     batch_size: int = 256
