@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ import pytest
 from recommender import Recommender
 from recommender.data.bundle import FILES, MANIFEST, write_manifest
 from recommender.data.vectors import (
+    COPY_CHUNK_BYTES,
     StackedVectors,
     VectorShardWriter,
     open_vector_shards,
@@ -56,6 +58,29 @@ def test_shards_read_back_like_the_matrix(tmp_path: Path) -> None:
     np.testing.assert_array_equal(vectors[picks] @ rows[0], rows[picks] @ rows[0])
     with pytest.raises(IndexError):
         vectors[53]
+
+
+def test_writing_holds_one_batch_not_the_shard(tmp_path: Path) -> None:
+    """Rows go to disk as they come: a 200,000-item build once held its whole shard in RAM (5 KB an
+    item) and twice that while joining it. Here 40 batches of 1 MiB under one shard: the writer's
+    memory peak stays a few batches (and the chunks that copy the rows into the ``.npy``), and the shard
+    still reads back exactly."""
+    rows_per_batch, dimension, batches = 1024, 256, 40
+    batch = np.random.default_rng(0).standard_normal((rows_per_batch, dimension)).astype(np.float32)
+    writer = VectorShardWriter(tmp_path, "image", dimension, "float32", shard_rows=10**6)
+    tracemalloc.start()
+    try:
+        for number in range(batches):
+            writer.append(batch + number)
+        entry = writer.close()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * batch.nbytes + 2 * COPY_CHUNK_BYTES, f"peak {peak / 2**20:.1f} MiB for {batches} batches of {batch.nbytes / 2**20:.0f} MiB"
+    assert entry["shards"] == [{"file": "vectors/image-00000.npy", "count": rows_per_batch * batches}]
+    stored = np.load(tmp_path / "vectors" / "image-00000.npy", mmap_mode="r")
+    np.testing.assert_array_equal(stored[-rows_per_batch:], batch + (batches - 1))
+    assert sorted(path.name for path in (tmp_path / "vectors").iterdir()) == ["image-00000.npy"]
 
 
 def test_one_float32_shard_is_a_plain_memory_map(tmp_path: Path) -> None:
