@@ -10,7 +10,7 @@ JSON config), writes the ``.onnx`` file and exits. The parent then checks the fi
 PyTorch vectors before it uses it (:mod:`.titles_onnx`, :mod:`.thumbnails_onnx`).
 
 The child is ``python -m recommender.encoders.onnx_export title|thumbnail ...``, started by
-:func:`export_in_child`.
+:func:`exported_session`.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import logging
 import os
 import subprocess
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -33,9 +34,7 @@ class OnnxExportError(RuntimeError):
     """The model could not be exported, or the export does not reproduce PyTorch's vectors."""
 
 
-def cpu_session(path: Path, threads: int = 1):
-    """An ONNX Runtime CPU session on ``threads`` intra-op threads (the app runs one per query,
-    startup.py); ``run`` is thread-safe, so concurrent queries share it."""
+def _cpu_session(path: Path, threads: int):
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
@@ -44,26 +43,36 @@ def cpu_session(path: Path, threads: int = 1):
     return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def export_in_child(arguments: list[str], output: Path, timeout: float = EXPORT_TIMEOUT_S) -> None:
-    """Run this module's command line with ``arguments`` in a new Python process, which must write ``output``.
+def exported_session(arguments: list[str], threads: int = 1, timeout: float = EXPORT_TIMEOUT_S):
+    """Run this module's command line with ``arguments`` in a new Python process and return an ONNX
+    Runtime CPU session of the model it wrote, on ``threads`` intra-op threads (the app runs one per
+    query, startup.py); ``run`` is thread-safe, so concurrent queries share it.
 
     Raises :class:`OnnxExportError` with the child's last error line when it fails, runs past
-    ``timeout`` seconds or writes nothing. The child reads models offline: the parent has them already.
+    ``timeout`` seconds or writes nothing it can load. The child reads models offline: the parent has
+    them already. Its file is gone on return: the session holds the graph.
     """
     package_root = str(Path(__file__).resolve().parents[2])
     environment = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
                        PYTHONPATH=os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])))
-    command = [sys.executable, "-m", __name__, *arguments, f"--output={output}"]
-    try:
-        finished = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=timeout,
-                                  check=False, stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        raise OnnxExportError(f"the export process ran past {timeout:.0f} s and was stopped.") from None
-    if finished.returncode != 0:
-        lines = [line for line in finished.stderr.splitlines() if line.strip()]
-        raise OnnxExportError(f"the export process failed: {lines[-1] if lines else f'exit code {finished.returncode}'}")
-    if not output.is_file():
-        raise OnnxExportError("the export process wrote no model.")
+    with tempfile.TemporaryDirectory(prefix="onnx-export-") as folder:
+        output = Path(folder) / "model.onnx"
+        command = [sys.executable, "-m", __name__, *arguments, f"--output={output}"]
+        try:
+            finished = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=timeout,
+                                      check=False, stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired:
+            raise OnnxExportError(f"the export process ran past {timeout:.0f} s and was stopped.") from None
+        if finished.returncode != 0:
+            lines = [line for line in finished.stderr.splitlines() if line.strip()]
+            raise OnnxExportError("the export process failed: "
+                                  f"{lines[-1] if lines else f'exit code {finished.returncode}'}")
+        if not output.is_file():
+            raise OnnxExportError("the export process wrote no model.")
+        try:
+            return _cpu_session(output, threads)
+        except Exception as error:  # onnxruntime raises its own types; all mean "no export"
+            raise OnnxExportError(f"ONNX Runtime cannot load the export: {type(error).__name__}: {error}") from error
 
 
 def _export_title(arguments: argparse.Namespace) -> None:

@@ -19,7 +19,7 @@ import torch
 
 from ..search.index import normalize
 from .autoencoder import ARCHITECTURES, save_autoencoder
-from .onnx_export import OnnxExportError, cpu_session, export_in_child
+from .onnx_export import OnnxExportError, exported_session
 
 logger = logging.getLogger(__name__)
 
@@ -41,8 +41,8 @@ class _Embedding(torch.nn.Module):
 class OnnxThumbnailModel:
     """An ONNX Runtime session mapping ``N x C x H x W`` preprocessed thumbnails to features (thread-safe)."""
 
-    def __init__(self, path: Path, threads: int = 1):
-        self.session = cpu_session(path, threads)
+    def __init__(self, session):
+        self.session = session
 
     def __call__(self, arrays: np.ndarray) -> np.ndarray:
         features = self.session.run(None, {"images": np.ascontiguousarray(arrays, dtype=np.float32)})[0]
@@ -84,15 +84,11 @@ def export_thumbnail_model(model: torch.nn.Module, probes: np.ndarray, threads: 
     probes = np.ascontiguousarray(probes, dtype=np.float32)
     alone = np.concatenate([_pytorch_vectors(model, probe[None]) for probe in probes])
     together = _pytorch_vectors(model, probes)
-    with tempfile.TemporaryDirectory(prefix="thumbnail-encoder-onnx-") as folder:
-        weights, config_path, path = (Path(folder) / name for name in ("encoder.safetensors", "encoder.json",
-                                                                        "thumbnail_encoder.onnx"))
+    with tempfile.TemporaryDirectory(prefix="thumbnail-encoder-") as folder:  # what the child rebuilds it from
+        weights, config_path = Path(folder) / "encoder.safetensors", Path(folder) / "encoder.json"
         save_autoencoder(model, weights, config_path)
-        export_in_child(["thumbnail", f"--weights={weights}", f"--config={config_path}"], path)
-        try:
-            onnx_model = OnnxThumbnailModel(path, threads)  # the session holds the graph: the files can go
-        except Exception as error:  # onnxruntime raises its own types; all mean "no export"
-            raise OnnxExportError(f"ONNX Runtime cannot load the export: {type(error).__name__}: {error}") from error
+        onnx_model = OnnxThumbnailModel(exported_session(["thumbnail", f"--weights={weights}",
+                                                          f"--config={config_path}"], threads))
     try:
         worst = max(float(np.abs(normalize(onnx_model(probe[None])) - vector).max())
                     for probe, vector in zip(probes, alone, strict=True))

@@ -12,14 +12,13 @@ run on PyTorch.
 from __future__ import annotations
 
 import logging
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .onnx_export import OnnxExportError, cpu_session, export_in_child
+from .onnx_export import OnnxExportError, exported_session
 from .title_vectors import unit_sentence_embeddings
 
 logger = logging.getLogger(__name__)
@@ -48,8 +47,8 @@ class _UnitSentenceEmbedding(torch.nn.Module):
 class OnnxTitleModel:
     """An ONNX Runtime session that maps one tokenised title to its unit vector (thread-safe)."""
 
-    def __init__(self, path: Path, threads: int = 1):
-        self.session = cpu_session(path, threads)
+    def __init__(self, session):
+        self.session = session
         self.input_names = tuple(node.name for node in self.session.get_inputs())
 
     def __call__(self, features: dict[str, torch.Tensor]) -> np.ndarray:
@@ -84,13 +83,7 @@ def export_title_model(model_name_or_path: str, revision: str | None, probes: Se
     arguments = ["title", f"--model={model_name_or_path}", f"--example={example_text}"]
     if revision:
         arguments.append(f"--revision={revision}")
-    with tempfile.TemporaryDirectory(prefix="title-model-onnx-") as folder:
-        path = Path(folder) / "title_model.onnx"
-        export_in_child(arguments, path)
-        try:
-            onnx_model = OnnxTitleModel(path)  # the session holds the graph: the file can go
-        except Exception as error:  # onnxruntime raises its own types; all mean "no export"
-            raise OnnxExportError(f"ONNX Runtime cannot load the export: {type(error).__name__}: {error}") from error
+    onnx_model = OnnxTitleModel(exported_session(arguments))
     worst = 0.0
     try:
         for features, vector in zip(probes, expected, strict=True):
