@@ -81,17 +81,16 @@ class VectorShardWriter:
     def _flush(self) -> None:
         """The open shard as ``.npy``: its header, then its raw rows copied after it."""
         name = f"{VECTORS_DIR}/{self.modality}-{len(self.shards):05d}.npy"
-        raw = self._raw_path(len(self.shards))
-        if self._open is None:  # a catalog with no rows still gets its (empty) shard
-            raw.write_bytes(b"")
-        else:
-            self._open.close()
         header = {"descr": np.lib.format.dtype_to_descr(np.dtype(self.dtype)), "fortran_order": False,
                   "shape": (self._open_rows, self.dimension)}
-        with (self.folder / name).open("wb") as shard, raw.open("rb") as rows:
+        with (self.folder / name).open("wb") as shard:
             np.lib.format.write_array_header_1_0(shard, header)
-            shutil.copyfileobj(rows, shard, COPY_CHUNK_BYTES)
-        raw.unlink()
+            if self._open is not None:  # else a catalog with no rows: its shard is the header alone
+                self._open.close()
+                raw = self._raw_path(len(self.shards))
+                with raw.open("rb") as rows:
+                    shutil.copyfileobj(rows, shard, COPY_CHUNK_BYTES)
+                raw.unlink()
         self.shards.append({"file": name, "count": self._open_rows})
         self._open, self._open_rows = None, 0
 
