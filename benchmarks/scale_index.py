@@ -116,7 +116,7 @@ def run(text_vectors: np.ndarray, image_vectors: np.ndarray, results: Results, v
     """Build, tune and measure both indexes at ``vectors`` rows; add rows and a table to ``results``."""
     shards = shards or max(1, math.ceil(vectors / SHARD_ROWS))
     # enough rows for the inverted lists (their count depends on the catalog size alone)
-    train_sample = min(max(train_sample, large_index.MIN_TRAINING_PER_LIST * large_index.list_count(vectors)),
+    train_sample = min(large_index.lists_training_sample(large_index.list_count(vectors), train_sample),
                        vectors - 2 * queries)
     folder = Path(tempfile.mkdtemp(prefix="scale-index-", dir=scratch or "/tmp"))
     threads = faiss.omp_get_max_threads()

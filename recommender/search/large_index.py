@@ -58,7 +58,12 @@ def training_sample(key: str, requested: int) -> int:
     """Rows to train factory ``key`` on: ``requested``, raised to :data:`MIN_TRAINING_PER_LIST` a list for an
     IVF key (k-means with fewer points per centroid places them poorly, and FAISS warns)."""
     lists = re.search(r"IVF(\d+)", key)
-    return max(requested, MIN_TRAINING_PER_LIST * int(lists.group(1))) if lists else requested
+    return lists_training_sample(int(lists.group(1)), requested) if lists else requested
+
+
+def lists_training_sample(lists: int, requested: int) -> int:
+    """Rows to train ``lists`` inverted lists on: ``requested``, at least :data:`MIN_TRAINING_PER_LIST` a list."""
+    return max(requested, MIN_TRAINING_PER_LIST * lists)
 
 
 def _sub_quantizers(dimension: int) -> int:
