@@ -90,17 +90,20 @@ def _cpu_s(pid: int) -> float | None:
         return None
 
 
-def _memory_kib(pid: int) -> tuple[int, int]:
-    """(RSS, PSS) of one process in KiB; zeros for a process that has just exited."""
+def _memory_kib(pid: int) -> tuple[int, int, int]:
+    """(RSS, PSS, anonymous) of one process in KiB; zeros for a process that has just exited.
+
+    Anonymous memory is what a process needs; RSS and PSS also count the pages of files it has
+    memory-mapped (a catalog's Arrow files, vector shards), which the kernel drops under pressure."""
     try:
         fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:])
-        return int(fields["Rss"].split()[0]), int(fields["Pss"].split()[0])
+        return tuple(int(fields[name].split()[0]) for name in ("Rss", "Pss", "Anonymous"))
     except (OSError, KeyError, ValueError):
-        return 0, 0
+        return 0, 0, 0
 
 
 class TreeMemoryPeak(threading.Thread):
-    """Polls the summed RSS and PSS of a process tree until stopped; keeps the peaks (MiB).
+    """Polls the summed RSS, PSS and anonymous memory of a process tree until stopped; keeps the peaks (MiB).
 
     It also keeps each process's last CPU time seen, so :attr:`cpu_s` is the CPU the tree used (less
     what a process used in its last poll interval): divided by wall time, the cores the build really
@@ -110,7 +113,7 @@ class TreeMemoryPeak(threading.Thread):
     def __init__(self, root: int, interval_s: float = 0.5) -> None:
         super().__init__(daemon=True)
         self.root, self.interval_s = root, interval_s
-        self.peak_rss_mib = self.peak_pss_mib = 0.0
+        self.peak_rss_mib = self.peak_pss_mib = self.peak_anonymous_mib = 0.0
         self.peak_processes = 0
         self._cpu_by_pid: dict[int, float] = {}
         self._stop_event = threading.Event()
@@ -119,8 +122,10 @@ class TreeMemoryPeak(threading.Thread):
         while not self._stop_event.is_set():
             tree = process_tree(self.root)
             usage = [_memory_kib(pid) for pid in tree]
-            self.peak_rss_mib = max(self.peak_rss_mib, sum(rss for rss, _ in usage) / 1024)
-            self.peak_pss_mib = max(self.peak_pss_mib, sum(pss for _, pss in usage) / 1024)
+            rss, pss, anonymous = (sum(column) / 1024 for column in zip(*usage)) if usage else (0.0, 0.0, 0.0)
+            self.peak_rss_mib = max(self.peak_rss_mib, rss)
+            self.peak_pss_mib = max(self.peak_pss_mib, pss)
+            self.peak_anonymous_mib = max(self.peak_anonymous_mib, anonymous)
             self.peak_processes = max(self.peak_processes, len(tree))
             for pid in tree:
                 cpu = _cpu_s(pid)
@@ -176,6 +181,7 @@ class BuildRun:
     log: str = ""
     cpu_s: float | None = None  # CPU seconds of the whole process tree
     cores: int = field(default_factory=lambda: os.cpu_count() or 1)
+    peak_anonymous_mib: float | None = None  # what the tree needs: RSS less memory-mapped file pages
 
     @property
     def cores_used(self) -> float | None:
@@ -245,7 +251,7 @@ def run_build(path: str, dataset: Path, items: int, work: Path, text_model: str,
     shutil.rmtree(output, ignore_errors=True)  # a 200k bundle is gigabytes; the manifest holds what we report
     return BuildRun(path, items, wall, returncode, watcher.peak_rss_mib, watcher.peak_pss_mib, watcher.peak_processes,
                     {k: float(v) for k, v in manifest.get("build", {}).get("timings", {}).items()},
-                    manifest.get("count"), str(log), watcher.cpu_s)
+                    manifest.get("count"), str(log), watcher.cpu_s, peak_anonymous_mib=watcher.peak_anonymous_mib)
 
 
 # --- tables --------------------------------------------------------------------------------------------------
@@ -280,6 +286,7 @@ def stage_table(runs: list[BuildRun]) -> list[str]:
              ("cores used (CPU / wall)", lambda r: f"{_fmt(r.cores_used, 2)} of {r.cores}"),
              ("peak RSS of process tree (MiB)", lambda r: _fmt(r.peak_rss_mib, 0)),
              ("peak PSS of process tree (MiB)", lambda r: _fmt(r.peak_pss_mib, 0)),
+             ("peak anonymous memory of process tree (MiB)", lambda r: _fmt(r.peak_anonymous_mib, 0)),
              ("processes in tree (max)", lambda r: str(r.peak_processes)),
              ("result", lambda r: "ok" if r.ok else f"failed (exit {r.returncode}, log {r.log})")]
     for name, cell in extra:
