@@ -7,12 +7,16 @@ each in its own process so that one path's memory never flatters the other's. A 
 its peak summed RSS, and its peak summed PSS, which counts pages shared by several processes (Ray's
 object store in ``/dev/shm``, shared libraries) once instead of once per process. Per-stage seconds
 come from the bundle's manifest (``build.timings``); items/s is catalog items over stage seconds, the
-figure the cost model (:func:`cost_table`) scales to 10M and 100M items.
+figure the cost model (:func:`cost_table`) scales to 10M and 100M items. ``--memory-limit 3GiB`` runs
+each build inside a memory cgroup of that size (:mod:`benchmarks.memory_cgroup`): the proof that a
+build fits, since the kernel reclaims mapped file pages at the limit and OOM-kills only for memory
+the build really holds.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -28,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
+from .memory_cgroup import MemoryCgroup, parse_size
 from .perturbed_catalog import (
     DEFAULT_OUTPUT,
     DEFAULT_SOURCE,
@@ -182,6 +187,9 @@ class BuildRun:
     cpu_s: float | None = None  # CPU seconds of the whole process tree
     cores: int = field(default_factory=lambda: os.cpu_count() or 1)
     peak_anonymous_mib: float | None = None  # what the tree needs: RSS less memory-mapped file pages
+    memory_limit_mib: float | None = None  # the cgroup limit the build ran under (--memory-limit)
+    peak_charged_mib: float | None = None  # the cgroup's peak charge, reclaimable page cache included
+    oom_kills: int | None = None
 
     @property
     def cores_used(self) -> float | None:
@@ -198,7 +206,7 @@ class BuildRun:
 
     @property
     def ok(self) -> bool:
-        return self.returncode == 0 and self.count is not None
+        return self.returncode == 0 and self.count is not None and not self.oom_kills
 
     def items_per_s(self, key: str) -> float | None:
         seconds = self.timings.get(key)
@@ -224,8 +232,10 @@ def build_command(dataset: Path, output: Path, text_model: str, ray: bool, epoch
 
 
 def run_build(path: str, dataset: Path, items: int, work: Path, text_model: str, epochs: int, time_budget_s: float,
-              train_sample: int | None, flags: set[str]) -> BuildRun:
-    """Build the bundle of ``dataset`` by ``path`` in a child process, watching its tree's memory."""
+              train_sample: int | None, flags: set[str], memory_limit: int | None = None) -> BuildRun:
+    """Build the bundle of ``dataset`` by ``path`` in a child process, watching its tree's memory.
+
+    ``memory_limit`` (bytes) runs the child's whole tree inside a memory cgroup of that size."""
     output = work / f"bundle-{path}-{items}"
     log = work / f"build-{path}-{items}.log"
     cache = work / f"datasets-cache-{path}-{items}"  # the in-process loader's Arrow copy: counted per run, then deleted
@@ -236,12 +246,15 @@ def run_build(path: str, dataset: Path, items: int, work: Path, text_model: str,
                         "RAY_worker_niceness": "0"}
     command = build_command(dataset, output, text_model, path == "ray", epochs, time_budget_s, train_sample, flags)
     started = time.perf_counter()
-    with log.open("w") as sink:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT)
+    with log.open("w") as sink, (MemoryCgroup(f"scale-build-{path}-{items}", memory_limit) if memory_limit
+                                 else contextlib.nullcontext()) as group:
+        process = subprocess.Popen(group.command(command) if group else command, cwd=ROOT, env=env, stdout=sink,
+                                   stderr=subprocess.STDOUT)
         watcher = TreeMemoryPeak(process.pid)
         watcher.start()
         returncode = process.wait()
         watcher.stop()
+        limited = group.report() if group else None
     wall = time.perf_counter() - started
     shutil.rmtree(cache, ignore_errors=True)
     manifest_file = output / "manifest.json"
@@ -251,7 +264,9 @@ def run_build(path: str, dataset: Path, items: int, work: Path, text_model: str,
     shutil.rmtree(output, ignore_errors=True)  # a 200k bundle is gigabytes; the manifest holds what we report
     return BuildRun(path, items, wall, returncode, watcher.peak_rss_mib, watcher.peak_pss_mib, watcher.peak_processes,
                     {k: float(v) for k, v in manifest.get("build", {}).get("timings", {}).items()},
-                    manifest.get("count"), str(log), watcher.cpu_s, peak_anonymous_mib=watcher.peak_anonymous_mib)
+                    manifest.get("count"), str(log), watcher.cpu_s, peak_anonymous_mib=watcher.peak_anonymous_mib,
+                    memory_limit_mib=limited and limited.limit_mib, peak_charged_mib=limited and limited.peak_charged_mib,
+                    oom_kills=limited and limited.oom_kills)
 
 
 # --- tables --------------------------------------------------------------------------------------------------
@@ -260,6 +275,14 @@ def _fmt(value: float | None, digits: int = 1) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
     return f"{value:,.{digits}f}"
+
+
+def result(run: BuildRun) -> str:
+    if run.oom_kills:
+        return f"failed: {run.oom_kills} OOM kill(s) under the {run.memory_limit_mib:,.0f} MiB limit (log {run.log})"
+    if not run.ok:
+        return f"failed (exit {run.returncode}, log {run.log})"
+    return "ok" + (f", no OOM kill under the {run.memory_limit_mib:,.0f} MiB limit" if run.memory_limit_mib else "")
 
 
 def stage_table(runs: list[BuildRun]) -> list[str]:
@@ -288,7 +311,9 @@ def stage_table(runs: list[BuildRun]) -> list[str]:
              ("peak PSS of process tree (MiB)", lambda r: _fmt(r.peak_pss_mib, 0)),
              ("peak anonymous memory of process tree (MiB)", lambda r: _fmt(r.peak_anonymous_mib, 0)),
              ("processes in tree (max)", lambda r: str(r.peak_processes)),
-             ("result", lambda r: "ok" if r.ok else f"failed (exit {r.returncode}, log {r.log})")]
+             ("memory cgroup limit (MiB)", lambda r: _fmt(r.memory_limit_mib, 0)),
+             ("cgroup peak charge, page cache included (MiB)", lambda r: _fmt(r.peak_charged_mib, 0)),
+             ("result", result)]
     for name, cell in extra:
         lines.append(f"| {name} | " + " | ".join(f"{cell(run)} | | " for run in runs) + " |")
     return lines
@@ -401,13 +426,13 @@ def load_runs(path: Path) -> list[BuildRun]:
 def run(sizes: list[int], text_model: str, work: Path, catalog: Path = DEFAULT_OUTPUT, source: Path = DEFAULT_SOURCE,
         paths: tuple[str, ...] = PATHS, epochs: int = 1, time_budget_s: float = 60.0, train_sample: int | None = None,
         workers: int = 2, catalog_items: int | None = None, by_reference: bool = False,
-        assumptions: CostAssumptions = CostAssumptions(),
-        checkpoint: Path | None = None) -> tuple[list[BuildRun], dict[str, list[str]]]:
+        assumptions: CostAssumptions = CostAssumptions(), checkpoint: Path | None = None,
+        memory_limit: int | None = None) -> tuple[list[BuildRun], dict[str, list[str]]]:
     """Make the catalog, build its first ``size`` rows by each path for each size, return runs and tables.
 
     ``by_reference`` builds from the catalog's by-reference shards (file paths) instead of its bytes.
     ``checkpoint`` gets the JSON of the runs so far after each build, so an interrupted run keeps them
-    (``--costs-from`` reads it).
+    (``--costs-from`` reads it). ``memory_limit`` (bytes) runs each build in a memory cgroup that size.
     """
     spec = CatalogSpec(max(*sizes, catalog_items or 0), str(Path(source).resolve()), by_reference=by_reference)
     existing = recorded_spec(catalog)
@@ -428,7 +453,7 @@ def run(sizes: list[int], text_model: str, work: Path, catalog: Path = DEFAULT_O
         size_runs = []
         for path in paths:
             size_runs.append(run_build(path, dataset, items, work, text_model, epochs, time_budget_s, train_sample,
-                                       flags))
+                                       flags, memory_limit))
             if checkpoint is not None:
                 checkpoint.write_text(json.dumps([asdict(run) for run in runs + size_runs], indent=2))
         tables[f"Scale: end-to-end build of {items:,} perturbed items"] = stage_table(size_runs)
@@ -472,6 +497,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-sample", type=int, help="autoencoder training sample (default: the build's)")
     parser.add_argument("--workers", type=int, default=2, help="catalog generator processes (default: %(default)s)")
     parser.add_argument("--output", type=Path, help="write the tables (Markdown) here; JSON of the runs beside it")
+    parser.add_argument("--memory-limit", type=parse_size,
+                        help="run each build in a memory cgroup of this size, e.g. 3GiB: it passes only with no "
+                             "OOM kill (needs root or a delegated cgroup)")
     args = parser.parse_args(argv)
     assumptions = index_assumptions(args.index_costs) if args.index_costs else CostAssumptions()
     if args.costs_from:
@@ -490,7 +518,7 @@ def main(argv: list[str] | None = None) -> int:
         args.output.parent.mkdir(parents=True, exist_ok=True)
     runs, tables = run(sizes, args.text_model, args.work, args.catalog, args.source, paths, args.epochs,
                        args.time_budget, args.train_sample, args.workers, args.catalog_items, args.by_reference,
-                       assumptions, args.output.with_suffix(".json") if args.output else None)
+                       assumptions, args.output.with_suffix(".json") if args.output else None, args.memory_limit)
     text = "\n\n".join(f"## {title}\n\n" + "\n".join(table) for title, table in tables.items())
     print(text)
     if args.output:

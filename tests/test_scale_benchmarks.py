@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from benchmarks import memory_cgroup as mc
 from benchmarks import perturbed_catalog as pc
 from benchmarks import scale_build as sb
 
@@ -99,6 +101,44 @@ def test_tree_memory_counts_grandchildren(tmp_path: Path) -> None:
     assert watcher.cpu_s >= 0.9
 
 
+def _limited_child(code: str, limit_mib: int) -> tuple[int, mc.CgroupReport]:
+    try:
+        group = mc.MemoryCgroup("test-scale-benchmarks", limit_mib * 2**20)
+    except mc.CgroupUnavailable as error:
+        pytest.skip(str(error))
+    with group:
+        returncode = subprocess.run(group.command([sys.executable, "-c", code]), check=False).returncode
+        return returncode, group.report()
+
+
+def test_memory_cgroup_kills_what_holds_too_much_and_spares_mapped_files(tmp_path: Path) -> None:
+    """Under a 200 MiB limit: 400 MiB of anonymous memory is OOM-killed, reading a 400 MiB mapped file is not."""
+    hog = "block = bytearray(400 * 2**20); block[::4096] = b'x' * len(block[::4096])"
+    returncode, report = _limited_child(hog, 200)
+    assert returncode != 0 and report.oom_kills >= 1
+    assert report.limit_mib == 200 and report.peak_charged_mib <= 200
+    big = tmp_path / "big.bin"
+    with big.open("wb") as sink:
+        for _ in range(40):
+            sink.write(os.urandom(10 * 2**20))
+    reader = f"import mmap; f = open({str(big)!r}, 'rb'); m = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ); " \
+             "total = sum(m[i] for i in range(0, len(m), 4096))"
+    returncode, report = _limited_child(reader, 200)
+    assert returncode == 0 and report.oom_kills == 0
+
+
+@pytest.mark.parametrize("text, expected", [("3GiB", 3 * 2**30), ("512MiB", 512 * 2**20), ("2g", 2 * 2**30),
+                                            ("1.5G", int(1.5 * 2**30)), ("10485760", 10 * 2**20)])
+def test_memory_sizes_parse(text: str, expected: int) -> None:
+    assert mc.parse_size(text) == expected
+
+
+@pytest.mark.parametrize("text", ["lots", "3 GB of RAM", "12", ""])
+def test_bad_memory_sizes_are_refused(text: str) -> None:
+    with pytest.raises(ValueError):
+        mc.parse_size(text)
+
+
 def _run(path: str, items: int, timings: dict[str, float]) -> sb.BuildRun:
     return sb.BuildRun(path, items, wall_s=sum(timings.values()), returncode=0, peak_rss_mib=1.0, peak_pss_mib=1.0,
                        peak_processes=1, timings=timings, count=items)
@@ -165,3 +205,12 @@ def test_end_to_end_build_at_a_tiny_size(catalog_parquet: Path, text_model: Path
     table = "\n".join(tables["Scale: end-to-end build of 24 perturbed items"])
     assert "catalog read" in table and "peak RSS of process tree" in table and "failed" not in table
     assert any(title.startswith("Scale: cost model") for title in tables)
+
+
+def test_a_build_killed_at_its_memory_limit_is_a_failure() -> None:
+    within = replace(_run("ray", 1000, {"catalog_s": 1.0}), memory_limit_mib=3072.0, peak_charged_mib=3000.0,
+                     oom_kills=0)
+    killed = replace(within, oom_kills=2)
+    assert within.ok and not killed.ok
+    table = "\n".join(sb.stage_table([within, killed]))
+    assert "no OOM kill under the 3,072 MiB limit" in table and "2 OOM kill(s) under the 3,072 MiB limit" in table
