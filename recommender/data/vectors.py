@@ -15,7 +15,7 @@ are read back as float32, the type FAISS and the ranking code work in. Bundles f
 
 from __future__ import annotations
 
-import shutil
+import struct
 from pathlib import Path
 from typing import BinaryIO
 
@@ -27,17 +27,19 @@ VECTORS_DIR = "vectors"
 #: One million rows per shard: 3.5 GB of 864-d float32 image vectors, a file any filesystem and the Hub take.
 DEFAULT_SHARD_ROWS = 1_000_000
 VECTOR_DTYPES = ("float32", "float16")
-#: Bytes copied at a time from a shard's raw rows into its ``.npy`` file.
-COPY_CHUNK_BYTES = 4 * 2**20
+#: Bytes before a shard's rows: the ``.npy`` magic, version and header, padded to this fixed size so the
+#: header can be written before the row count is known and rewritten in place once it is.
+NPY_PREAMBLE_BYTES = 128
 
 
 class VectorShardWriter:
     """Appends row batches of one modality to ``<folder>/vectors/<modality>-NNNNN.npy`` shards.
 
-    Rows go to disk as they come: each batch is appended to the open shard's raw data file, and closing
-    the shard writes the ``.npy`` header and copies the rows after it in chunks. So memory stays one
-    batch (plus page cache the OS may drop), whatever ``shard_rows`` is: collecting a shard's rows in
-    RAM first held 5 KB an item, 1 GB at 200,000 items and twice that while joining them.
+    Rows go to disk as they come, once: each batch is appended to the open shard's ``.partial`` file
+    after a fixed-size ``.npy`` header, and closing the shard writes the final row count into that
+    header and renames the file. So memory stays one batch (plus page cache the OS may drop), whatever
+    ``shard_rows`` is: collecting a shard's rows in RAM first held 5 KB an item, 1 GB at 200,000 items
+    and twice that while joining them.
     """
 
     def __init__(self, folder: Path, modality: str, dimension: int, dtype: str = "float32",
@@ -60,7 +62,8 @@ class VectorShardWriter:
             raise ValueError(f"Expected rows of {self.dimension} values for {self.modality} vectors, got {batch.shape}.")
         while len(batch):
             if self._open is None:
-                self._open = self._raw_path(len(self.shards)).open("wb")
+                self._open = self._partial_path(len(self.shards)).open("wb")
+                self._open.write(self._header(0))
             room = self.shard_rows - self._open_rows
             self._open.write(np.ascontiguousarray(batch[:room], dtype=self.dtype).tobytes())
             self._open_rows += min(room, len(batch))
@@ -75,22 +78,30 @@ class VectorShardWriter:
         return {"dtype": self.dtype, "dimension": self.dimension, "count": sum(s["count"] for s in self.shards),
                 "shards": list(self.shards)}
 
-    def _raw_path(self, number: int) -> Path:
-        return self.folder / VECTORS_DIR / f".{self.modality}-{number:05d}.rows"
+    def _partial_path(self, number: int) -> Path:
+        return self.folder / VECTORS_DIR / f".{self.modality}-{number:05d}.npy.partial"
+
+    def _header(self, rows: int) -> bytes:
+        """The ``.npy`` (version 1.0) preamble of a ``rows x dimension`` shard, padded to
+        :data:`NPY_PREAMBLE_BYTES` whatever ``rows`` is."""
+        header = repr({"descr": np.lib.format.dtype_to_descr(np.dtype(self.dtype)), "fortran_order": False,
+                       "shape": (rows, self.dimension)})
+        room = NPY_PREAMBLE_BYTES - len(np.lib.format.MAGIC_PREFIX) - 2 - 2 - 1  # version, length, newline
+        if len(header) > room:
+            raise ValueError(f"a {rows} x {self.dimension} shard's .npy header does not fit {NPY_PREAMBLE_BYTES} bytes")
+        text = header.ljust(room) + "\n"
+        return np.lib.format.MAGIC_PREFIX + bytes([1, 0]) + struct.pack("<H", len(text)) + text.encode("latin1")
 
     def _flush(self) -> None:
-        """The open shard as ``.npy``: its header, then its raw rows copied after it."""
-        name = f"{VECTORS_DIR}/{self.modality}-{len(self.shards):05d}.npy"
-        header = {"descr": np.lib.format.dtype_to_descr(np.dtype(self.dtype)), "fortran_order": False,
-                  "shape": (self._open_rows, self.dimension)}
-        with (self.folder / name).open("wb") as shard:
-            np.lib.format.write_array_header_1_0(shard, header)
-            if self._open is not None:  # else a catalog with no rows: its shard is the header alone
-                self._open.close()
-                raw = self._raw_path(len(self.shards))
-                with raw.open("rb") as rows:
-                    shutil.copyfileobj(rows, shard, COPY_CHUNK_BYTES)
-                raw.unlink()
+        """Close the open shard: its final row count into the header, then renamed into place."""
+        number = len(self.shards)
+        name = f"{VECTORS_DIR}/{self.modality}-{number:05d}.npy"
+        if self._open is None:  # a catalog with no rows: its shard is the header alone
+            self._open = self._partial_path(number).open("wb")
+        self._open.seek(0)
+        self._open.write(self._header(self._open_rows))
+        self._open.close()
+        self._partial_path(number).replace(self.folder / name)
         self.shards.append({"file": name, "count": self._open_rows})
         self._open, self._open_rows = None, 0
 
