@@ -1,7 +1,8 @@
 """Embedding on Ray Data: the same vectors as the in-process build, from a cluster or a local Ray.
 
 The validated catalog is written as parquet shards (row number, title, image bytes or reference),
-read back with ``ray.data.read_parquet``, and embedded by ``map_batches`` over :class:`EmbedActor` (an ``ActorPoolStrategy`` of ``concurrency`` actors),
+each read back by a Ray task (:func:`read_shard`) and embedded by ``map_batches`` over
+:class:`EmbedActor` (an ``ActorPoolStrategy`` of ``concurrency`` actors),
 a class whose actors each load the thumbnail encoder and the title model once (a GPU each when the
 cluster has GPUs). The actors run the very functions the in-process build runs
 (:func:`~train.trainer.preprocessed_arrays`, :func:`~train.build.embed_thumbnail_arrays`,
@@ -84,6 +85,16 @@ def ray_session(address: str | None = None) -> Iterator[None]:
         ray.shutdown()
 
 
+def read_shard(batch: dict[str, np.ndarray]) -> pa.Table:
+    """The rows of the parquet shards named in ``batch["path"]``, read inside a Ray task.
+
+    ``ray.data.read_parquet`` would first list every shard's footer on a pool of 32 actors (Ray 2.60's
+    default): about 110 MiB each, so 3.5 GiB on a 2-CPU machine before one item is embedded, to learn
+    row counts the driver wrote itself. A dataset of shard paths, each read by the task that needs it,
+    streams the same rows with no listing."""
+    return pa.concat_tables([pq.read_table(path) for path in batch["path"]])
+
+
 def write_parquet_shards(catalog: Catalog, folder: Path, rows_per_shard: int) -> list[Path]:
     """The catalog's rows as ``part-NNNNN.parquet`` files of ``row``, ``title`` and ``image`` (bytes or the
     reference), read a shard at a time from its memory-mapped table."""
@@ -143,7 +154,7 @@ def embed_on_ray(catalog: Catalog, staging: Path, title_encoder: TitleEncoder, e
     from recommender.data.bundle import FILES
 
     shards = staging / RAY_INPUT_DIR
-    write_parquet_shards(catalog, shards, embedding.batch_size * BATCHES_PER_SHARD)
+    paths = write_parquet_shards(catalog, shards, embedding.batch_size * BATCHES_PER_SHARD)
     try:
         with ray_session(embedding.ray_address):
             context = ray.data.DataContext.get_current()
@@ -152,7 +163,8 @@ def embed_on_ray(catalog: Catalog, staging: Path, title_encoder: TitleEncoder, e
             gpus = int(ray.cluster_resources().get("GPU", 0))
             cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
             concurrency, threads, actor_cpus = actor_plan(cpus, gpus, embedding.ray_concurrency)
-            dataset = ray.data.read_parquet(str(shards)).map_batches(
+            rows = ray.data.from_items([{"path": str(path)} for path in paths], override_num_blocks=len(paths))
+            dataset = rows.map_batches(read_shard, batch_size=1, batch_format="numpy").map_batches(
                 EmbedActor, batch_format="pyarrow", batch_size=embedding.batch_size,
                 compute=ray.data.ActorPoolStrategy(size=concurrency),
                 num_gpus=1 if gpus else 0, num_cpus=actor_cpus,
