@@ -105,10 +105,11 @@ def _single_query_latency(search, queries: np.ndarray) -> dict:
 
 def _distinct_keys(keys: list[str], shape: tuple[int, int], engine: bool = True) -> list[str | None]:
     """``None`` (the engine's choice, if ``engine``) and each extra key, aliases resolved, without repeating
-    the engine's."""
+    the engine's when it is measured."""
+    if not engine:
+        return list(keys)
     chosen = engine_index.choose_index_key(*shape)
-    extra = [key for key in keys if (KEY_ALIASES[key](*shape) if key in KEY_ALIASES else key) != chosen]
-    return [None, *extra] if engine else extra
+    return [None, *(key for key in keys if (KEY_ALIASES[key](*shape) if key in KEY_ALIASES else key) != chosen)]
 
 
 def measure_size(database: np.ndarray, queries: np.ndarray, timed: int, key: str | None = None,

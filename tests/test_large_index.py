@@ -239,3 +239,13 @@ def test_an_ivf_index_trains_on_enough_rows_for_its_lists() -> None:
     vectors = clustered(4_000)
     index = build_index(vectors, "IVF64,Flat", train_sample=50)
     assert index.ntotal == len(vectors) and faiss.extract_index_ivf(index).nlist == 64
+
+
+def test_index_scaling_measures_every_key_asked_for_without_the_engine_choice() -> None:
+    """`--no-engine-choice --keys "hnsw;large"` at 100k measured only the compressed index: the HNSW key
+    was dropped as a repeat of the engine's choice, which was not being measured."""
+    from benchmarks.index_scaling import _distinct_keys
+
+    shape = (100_000, 384)
+    assert _distinct_keys(["hnsw", "large"], shape, engine=False) == ["hnsw", "large"]
+    assert _distinct_keys(["hnsw", "large"], shape, engine=True) == [None, "large"]  # the engine picks HNSW here
