@@ -63,6 +63,33 @@ def test_ray_build_gives_the_in_process_vectors(tmp_path: Path, larger_catalog: 
         assert np.abs(got - expected).max() <= 1e-5, modality
 
 
+class _Rows:
+    """An actor pool stage like the encoders': rows in, rows out."""
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {"row": batch["row"]}
+
+
+def test_shards_stream_to_the_actors_one_at_a_time(tmp_path: Path, local_ray) -> None:
+    """Each parquet shard reaches the driver as its own batch, in order. Fused into the actors' operator,
+    one task took every shard and nothing came back before the whole catalog was embedded."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from train.distributed import shard_rows
+
+    paths = []
+    for number in range(6):
+        paths.append(tmp_path / f"part-{number:05d}.parquet")
+        pq.write_table(pa.table({"row": np.arange(number * 256, (number + 1) * 256)}), paths[-1])
+    local_ray.data.DataContext.get_current().execution_options.preserve_order = True
+    dataset = shard_rows(paths, readers=1).map_batches(_Rows, batch_size=64, batch_format="numpy", num_cpus=1,
+                                                       compute=local_ray.data.ActorPoolStrategy(size=1))
+    batches = [batch["row"] for batch in dataset.iter_batches(batch_size=None, batch_format="numpy")]
+    assert [len(batch) for batch in batches] == [256] * 6
+    np.testing.assert_array_equal(np.concatenate(batches), np.arange(6 * 256))
+
+
 SERVE_WITHOUT_RAY = """
 import socket
 import sys

@@ -45,6 +45,10 @@ BATCHES_PER_SHARD = 4
 #: its own copy of both models, so fewer, wider actors use less memory: on 2 vCPUs one actor of 2 threads
 #: embedded 2,000 items faster than two of 1 thread, at 0.7 GiB less peak memory (docs/scale.md).
 CPUS_PER_ACTOR = 4
+#: CPUs a shard-reading task claims: less than any actor does (``actor_plan`` gives at least 0.25), so Ray
+#: keeps reading an operator of its own. Fused into the actors' operator, one task took every shard of a
+#: 200,000-item catalog and returned nothing until the whole catalog was embedded.
+READ_TASK_CPUS = 0.1
 
 
 def actor_plan(cpus: int, gpus: int, requested: int | None = None) -> tuple[int, int, float]:
@@ -93,6 +97,16 @@ def read_shard(batch: dict[str, np.ndarray]) -> pa.Table:
     row counts the driver wrote itself. A dataset of shard paths, each read by the task that needs it,
     streams the same rows with no listing."""
     return pa.concat_tables([pq.read_table(path) for path in batch["path"]])
+
+
+def shard_rows(paths: list[Path], readers: int):
+    """A Ray dataset of the rows of parquet ``paths``, one block per shard, read by at most ``readers``
+    tasks at a time (reading is cheap next to embedding: one reader per actor)."""
+    import ray
+
+    files = ray.data.from_items([{"path": str(path)} for path in paths], override_num_blocks=max(1, len(paths)))
+    return files.map_batches(read_shard, batch_size=1, batch_format="numpy", num_cpus=READ_TASK_CPUS,
+                             concurrency=readers)
 
 
 def write_parquet_shards(catalog: Catalog, folder: Path, rows_per_shard: int) -> list[Path]:
@@ -163,8 +177,7 @@ def embed_on_ray(catalog: Catalog, staging: Path, title_encoder: TitleEncoder, e
             gpus = int(ray.cluster_resources().get("GPU", 0))
             cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
             concurrency, threads, actor_cpus = actor_plan(cpus, gpus, embedding.ray_concurrency)
-            rows = ray.data.from_items([{"path": str(path)} for path in paths], override_num_blocks=len(paths))
-            dataset = rows.map_batches(read_shard, batch_size=1, batch_format="numpy").map_batches(
+            dataset = shard_rows(paths, readers=concurrency).map_batches(
                 EmbedActor, batch_format="pyarrow", batch_size=embedding.batch_size,
                 compute=ray.data.ActorPoolStrategy(size=concurrency),
                 num_gpus=1 if gpus else 0, num_cpus=actor_cpus,
