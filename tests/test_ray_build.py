@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -88,6 +89,28 @@ def test_shards_stream_to_the_actors_one_at_a_time(tmp_path: Path, local_ray) ->
     batches = [batch["row"] for batch in dataset.iter_batches(batch_size=None, batch_format="numpy")]
     assert [len(batch) for batch in batches] == [256] * 6
     np.testing.assert_array_equal(np.concatenate(batches), np.arange(6 * 256))
+
+
+LOCAL_RAY = """
+import ray
+from train.distributed import ray_session
+with ray_session():
+    print("OBJECT STORE", int(ray.cluster_resources()["object_store_memory"]))
+print("STILL UP", ray.is_initialized())
+"""
+
+
+def test_a_local_ray_gets_a_small_object_store_and_is_shut_down() -> None:
+    """Ray would size the object store from the machine's memory and Ray Data would read ahead into it:
+    600 MiB of queued shards OOM-killed a 200,000-item build in a 3 GiB memory cgroup."""
+    from train.distributed import LOCAL_OBJECT_STORE_BYTES
+
+    environment = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
+    result = subprocess.run([sys.executable, "-c", LOCAL_RAY], capture_output=True, text=True, timeout=300,
+                            cwd=Path(__file__).resolve().parents[1], env=environment, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"OBJECT STORE {LOCAL_OBJECT_STORE_BYTES}" in result.stdout
+    assert "STILL UP False" in result.stdout
 
 
 SERVE_WITHOUT_RAY = """

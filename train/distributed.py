@@ -49,6 +49,11 @@ CPUS_PER_ACTOR = 4
 #: keeps reading an operator of its own. Fused into the actors' operator, one task took every shard of a
 #: 200,000-item catalog and returned nothing until the whole catalog was embedded.
 READ_TASK_CPUS = 0.1
+#: Object store of a Ray this module starts itself. Ray sizes it from the machine's memory (3.4 GiB on
+#: this 24 GiB machine) and Ray Data reads ahead into it: at 200,000 items 30 shards (600 MiB) waited in
+#: it for the one actor, and a 3 GiB memory cgroup OOM-killed the build. A few dozen shards of read-ahead
+#: keep the actors of one machine busy; beyond it Ray spills to disk instead of growing.
+LOCAL_OBJECT_STORE_BYTES = 512 * 2**20
 
 
 def actor_plan(cpus: int, gpus: int, requested: int | None = None) -> tuple[int, int, float]:
@@ -68,7 +73,7 @@ def actor_plan(cpus: int, gpus: int, requested: int | None = None) -> tuple[int,
 def ray_session(address: str | None = None) -> Iterator[None]:
     """Ray, joined or started for the block: a Ray already initialised in this process is used as is;
     else ``address`` or ``RAY_ADDRESS`` is joined; else a local Ray starts (no dashboard, no usage
-    statistics) and is shut down after the block."""
+    statistics, a :data:`LOCAL_OBJECT_STORE_BYTES` object store) and is shut down after the block."""
     import ray
 
     if ray.is_initialized():
@@ -82,7 +87,8 @@ def ray_session(address: str | None = None) -> Iterator[None]:
         ray.init(address=address, runtime_env=code, log_to_driver=False)
     else:
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-        ray.init(include_dashboard=False, runtime_env=code, log_to_driver=False, configure_logging=False)
+        ray.init(include_dashboard=False, runtime_env=code, log_to_driver=False, configure_logging=False,
+                 object_store_memory=LOCAL_OBJECT_STORE_BYTES)
     try:
         yield
     finally:
