@@ -1,7 +1,7 @@
 """Embedding on Ray Data: the same vectors as the in-process build, from a cluster or a local Ray.
 
 The validated catalog is written as parquet shards (row number, title, image bytes or reference),
-each read back by a Ray task (:func:`read_shard`) and embedded by ``map_batches`` over
+each read back by a Ray task (:func:`shard_rows`) and embedded by ``map_batches`` over
 :class:`EmbedActor` (an ``ActorPoolStrategy`` of ``concurrency`` actors),
 a class whose actors each load the thumbnail encoder and the title model once (a GPU each when the
 cluster has GPUs). The actors run the very functions the in-process build runs
@@ -95,20 +95,21 @@ def ray_session(address: str | None = None) -> Iterator[None]:
         ray.shutdown()
 
 
-def read_shard(batch: dict[str, np.ndarray]) -> pa.Table:
-    """The rows of the parquet shards named in ``batch["path"]``, read inside a Ray task.
+def shard_rows(paths: list[Path], readers: int):
+    """A Ray dataset of the rows of parquet ``paths``, one block per shard, read by at most ``readers``
+    tasks at a time (reading is cheap next to embedding: one reader per actor).
 
     ``ray.data.read_parquet`` would first list every shard's footer on a pool of 32 actors (Ray 2.60's
     default): about 110 MiB each, so 3.5 GiB on a 2-CPU machine before one item is embedded, to learn
-    row counts the driver wrote itself. A dataset of shard paths, each read by the task that needs it,
-    streams the same rows with no listing."""
-    return pa.concat_tables([pq.read_table(path) for path in batch["path"]])
-
-
-def shard_rows(paths: list[Path], readers: int):
-    """A Ray dataset of the rows of parquet ``paths``, one block per shard, read by at most ``readers``
-    tasks at a time (reading is cheap next to embedding: one reader per actor)."""
+    row counts the driver wrote itself. A dataset of shard paths, each read by a task, streams the same
+    rows with no listing.
+    """
     import ray
+
+    def read_shard(batch: dict[str, np.ndarray]) -> pa.Table:
+        # Defined here, so Ray ships it by value: a reader worker imports pyarrow, not this module (whose
+        # imports, torch and sentence-transformers among them, held 486 MiB in an idle reader).
+        return pa.concat_tables([pq.read_table(path) for path in batch["path"]])
 
     files = ray.data.from_items([{"path": str(path)} for path in paths], override_num_blocks=max(1, len(paths)))
     return files.map_batches(read_shard, batch_size=1, batch_format="numpy", num_cpus=READ_TASK_CPUS,
