@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import subprocess
@@ -43,9 +44,26 @@ def vectors(folder: Path, modality: str) -> np.ndarray:
     return np.asarray(BundleParts(folder, manifest).vectors(modality, manifest["count"]))
 
 
+def _live_title_models() -> int:
+    from sentence_transformers import SentenceTransformer
+
+    gc.collect()
+    return sum(isinstance(thing, SentenceTransformer) for thing in gc.get_objects())
+
+
 def test_ray_build_gives_the_in_process_vectors(tmp_path: Path, larger_catalog: Path, text_model: Path,
-                                                 local_ray) -> None:
+                                                 local_ray, monkeypatch: pytest.MonkeyPatch) -> None:
+    import train.distributed
+
     common = {"text_model": str(text_model), "encoder_config": TEST_ENCODER, "show_progress_bar": False}
+    embed_on_ray, models_held_while_on_ray = train.distributed.embed_on_ray, []
+
+    def counting_embed_on_ray(*args, **kwargs):
+        models_held_while_on_ray.append(_live_title_models())
+        return embed_on_ray(*args, **kwargs)
+
+    monkeypatch.setattr(train.distributed, "embed_on_ray", counting_embed_on_ray)
+    models_before = _live_title_models()
     in_process = tmp_path / "in-process"
     build_bundle(larger_catalog, in_process, training=TrainingConfig(epochs=1, batch_size=32), **common)
     weights = tmp_path / "encoder.safetensors"  # the same trained encoder for both builds
@@ -54,6 +72,7 @@ def test_ray_build_gives_the_in_process_vectors(tmp_path: Path, larger_catalog: 
     on_ray = tmp_path / "ray"
     manifest = build_bundle(larger_catalog, on_ray, encoder_weights=weights,
                             embedding=EmbeddingConfig(ray=True, batch_size=64, shard_rows=128), **common)
+    assert models_held_while_on_ray == [models_before]  # the driver let go of its title model; the actors load theirs
     assert manifest["build"]["embedded_on"] == "ray"
     assert [shard["count"] for shard in manifest["vectors"]["text"]["shards"]] == [128, 128, 44]
     assert not (on_ray / ".ray-input").exists()  # the parquet shards Ray read are gone

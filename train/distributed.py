@@ -23,9 +23,10 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -163,9 +164,12 @@ class EmbedActor:
                 "text": self.title_encoder.encode(batch.column("title").to_pylist(), show_progress_bar=False)}
 
 
-def embed_on_ray(catalog: Catalog, staging: Path, title_encoder: TitleEncoder, embedding: EmbeddingConfig,
+def embed_on_ray(catalog: Catalog, staging: Path, text_model: Mapping[str, Any], embedding: EmbeddingConfig,
                  show_progress_bar: bool = True) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Features and title vectors of the catalog computed by Ray actors, yielded in row order.
+
+    ``text_model`` is the manifest's entry for the title model (``name``, ``revision``, ``prefix``):
+    each actor loads it, the driver need not.
 
     ``staging`` holds the bundle being built: its saved encoder weights are what the actors load, and
     the parquet shards Ray reads are written (then removed) inside it.
@@ -191,8 +195,8 @@ def embed_on_ray(catalog: Catalog, staging: Path, title_encoder: TitleEncoder, e
                 fn_constructor_kwargs={
                     "encoder_weights": (staging / FILES["encoder_weights"]).read_bytes(),
                     "encoder_config": (staging / FILES["encoder_config"]).read_text(),
-                    "text_model": title_encoder.model_name_or_path, "text_revision": title_encoder.revision,
-                    "text_prefix": title_encoder.prefix, "threads": threads})
+                    "text_model": text_model["name"], "text_revision": text_model["revision"],
+                    "text_prefix": text_model["prefix"], "threads": threads})
             logger.info("Embedding %d items on Ray: %d actors (%s)", len(catalog), concurrency,
                         f"{gpus} GPUs" if gpus else f"{threads} CPU threads each")
             expected = 0
