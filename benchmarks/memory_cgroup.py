@@ -32,6 +32,7 @@ class CgroupReport:
     limit_mib: float
     peak_charged_mib: float  # everything charged to the group at its peak, reclaimable page cache included
     oom_kills: int
+    peak_unreclaimable_mib: float = 0.0  # anonymous + shared memory at its highest sample (see :meth:`MemoryCgroup.sample`)
 
 
 def parse_size(text: str) -> int:
@@ -73,6 +74,7 @@ class MemoryCgroup:
         parent, self.version = _controller()
         self.path = parent / f"{name}-{os.getpid()}"
         self.limit_bytes = limit_bytes
+        self.peak_unreclaimable_bytes = 0
 
     def __enter__(self) -> Self:
         self.path.mkdir()
@@ -89,6 +91,23 @@ class MemoryCgroup:
         which is unsafe in a process with threads)."""
         return ["sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', str(self.path), *argv]
 
+    def unreclaimable_bytes(self) -> int:
+        """Anonymous + shared memory (tmpfs, ``/dev/shm``: Ray's object store) charged to the group now.
+
+        This is what the limit really bounds: the rest of the charge is page cache the kernel reclaims
+        at the limit, so the peak charge says only that the group was full at some point.
+        """
+        stat = dict(line.split() for line in (self.path / "memory.stat").read_text().splitlines() if line.strip())
+        keys = ("total_rss", "total_shmem") if self.version == 1 else ("anon", "shmem")
+        return sum(int(stat.get(key, 0)) for key in keys)
+
+    def sample(self) -> None:
+        """Record :meth:`unreclaimable_bytes` (the kernel keeps no peak of it: poll while the command runs)."""
+        try:
+            self.peak_unreclaimable_bytes = max(self.peak_unreclaimable_bytes, self.unreclaimable_bytes())
+        except OSError:  # the group is being removed
+            pass
+
     def report(self) -> CgroupReport:
         if self.version == 1:
             peak = int((self.path / "memory.max_usage_in_bytes").read_text())
@@ -98,7 +117,7 @@ class MemoryCgroup:
             peak = int(peak_file.read_text()) if peak_file.exists() else int((self.path / "memory.current").read_text())
             events = (self.path / "memory.events").read_text()
         kills = dict(line.split() for line in events.splitlines() if line.strip()).get("oom_kill", "0")
-        return CgroupReport(self.limit_bytes / 2**20, peak / 2**20, int(kills))
+        return CgroupReport(self.limit_bytes / 2**20, peak / 2**20, int(kills), self.peak_unreclaimable_bytes / 2**20)
 
     def __exit__(self, *exc: object) -> None:
         """Kill what is left in the group (an orphaned Ray daemon, say), then remove it."""

@@ -115,9 +115,9 @@ class TreeMemoryPeak(threading.Thread):
     got on a machine shared with other work.
     """
 
-    def __init__(self, root: int, interval_s: float = 0.5) -> None:
+    def __init__(self, root: int, interval_s: float = 0.5, group: MemoryCgroup | None = None) -> None:
         super().__init__(daemon=True)
-        self.root, self.interval_s = root, interval_s
+        self.root, self.interval_s, self.group = root, interval_s, group
         self.peak_rss_mib = self.peak_pss_mib = self.peak_anonymous_mib = 0.0
         self.peak_processes = 0
         self._cpu_by_pid: dict[int, float] = {}
@@ -132,6 +132,8 @@ class TreeMemoryPeak(threading.Thread):
             self.peak_pss_mib = max(self.peak_pss_mib, pss)
             self.peak_anonymous_mib = max(self.peak_anonymous_mib, anonymous)
             self.peak_processes = max(self.peak_processes, len(tree))
+            if self.group:
+                self.group.sample()
             for pid in tree:
                 cpu = _cpu_s(pid)
                 if cpu is not None:
@@ -190,6 +192,7 @@ class BuildRun:
     memory_limit_mib: float | None = None  # the cgroup limit the build ran under (--memory-limit)
     peak_charged_mib: float | None = None  # the cgroup's peak charge, reclaimable page cache included
     oom_kills: int | None = None
+    peak_unreclaimable_mib: float | None = None  # the cgroup's anonymous + shared memory (object store), polled
 
     @property
     def cores_used(self) -> float | None:
@@ -250,7 +253,7 @@ def run_build(path: str, dataset: Path, items: int, work: Path, text_model: str,
                                  else contextlib.nullcontext()) as group:
         process = subprocess.Popen(group.command(command) if group else command, cwd=ROOT, env=env, stdout=sink,
                                    stderr=subprocess.STDOUT)
-        watcher = TreeMemoryPeak(process.pid)
+        watcher = TreeMemoryPeak(process.pid, group=group)
         watcher.start()
         returncode = process.wait()
         watcher.stop()
@@ -266,7 +269,8 @@ def run_build(path: str, dataset: Path, items: int, work: Path, text_model: str,
                     {k: float(v) for k, v in manifest.get("build", {}).get("timings", {}).items()},
                     manifest.get("count"), str(log), watcher.cpu_s, peak_anonymous_mib=watcher.peak_anonymous_mib,
                     memory_limit_mib=limited and limited.limit_mib, peak_charged_mib=limited and limited.peak_charged_mib,
-                    oom_kills=limited and limited.oom_kills)
+                    oom_kills=limited and limited.oom_kills,
+                    peak_unreclaimable_mib=limited and limited.peak_unreclaimable_mib)
 
 
 # --- tables --------------------------------------------------------------------------------------------------
@@ -312,6 +316,8 @@ def stage_table(runs: list[BuildRun]) -> list[str]:
              ("peak anonymous memory of process tree (MiB)", lambda r: _fmt(r.peak_anonymous_mib, 0)),
              ("processes in tree (max)", lambda r: str(r.peak_processes)),
              ("memory cgroup limit (MiB)", lambda r: _fmt(r.memory_limit_mib, 0)),
+             ("cgroup peak anonymous + shared memory, what the limit bounds (MiB)",
+              lambda r: _fmt(r.peak_unreclaimable_mib, 0)),
              ("cgroup peak charge, page cache included (MiB)", lambda r: _fmt(r.peak_charged_mib, 0)),
              ("result", result)]
     for name, cell in extra:

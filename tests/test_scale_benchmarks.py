@@ -127,6 +127,44 @@ def test_memory_cgroup_kills_what_holds_too_much_and_spares_mapped_files(tmp_pat
     assert returncode == 0 and report.oom_kills == 0
 
 
+def test_memory_cgroup_samples_what_it_cannot_reclaim(tmp_path: Path) -> None:
+    """Anonymous memory and a /dev/shm file (as Ray's object store) count as unreclaimable; a mapped file's
+    pages count in the charge only."""
+    shm = Path("/dev/shm") / f"test-scale-benchmarks-{os.getpid()}"
+    holder = (f"import sys; block = bytearray(120 * 2**20); block[::4096] = b'x' * len(block[::4096]); "
+              f"open({str(shm)!r}, 'wb').write(b'y' * 60 * 2**20); print('ready', flush=True); sys.stdin.read()")
+    big = tmp_path / "big.bin"
+    with big.open("wb") as sink:  # written, then dropped from the page cache: the child's reads charge its group
+        sink.write(os.urandom(150 * 2**20))
+        sink.flush()
+        os.fsync(sink.fileno())
+        os.posix_fadvise(sink.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+    reader = (f"import mmap, sys; f = open({str(big)!r}, 'rb'); m = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ); "
+              "total = sum(m[i] for i in range(0, len(m), 4096)); print('ready', flush=True); sys.stdin.read()")
+    try:
+        holding, reading = (_sampled_child(code, 400) for code in (holder, reader))
+    finally:
+        shm.unlink(missing_ok=True)
+    assert 180 <= holding.peak_unreclaimable_mib <= holding.peak_charged_mib
+    assert reading.peak_unreclaimable_mib < 60 and reading.peak_charged_mib >= 150
+
+
+def _sampled_child(code: str, limit_mib: int) -> mc.CgroupReport:
+    """Run ``code`` in a group, sample the group once the child prints ``ready``, then let it exit."""
+    try:
+        group = mc.MemoryCgroup("test-scale-benchmarks", limit_mib * 2**20)
+    except mc.CgroupUnavailable as error:
+        pytest.skip(str(error))
+    with group:
+        child = subprocess.Popen(group.command([sys.executable, "-c", code]), stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, text=True)
+        assert child.stdout.readline().strip() == "ready"
+        group.sample()
+        child.communicate("")
+        assert child.returncode == 0
+        return group.report()
+
+
 @pytest.mark.parametrize("text, expected", [("3GiB", 3 * 2**30), ("512MiB", 512 * 2**20), ("2g", 2 * 2**30),
                                             ("1.5G", int(1.5 * 2**30)), ("10485760", 10 * 2**20)])
 def test_memory_sizes_parse(text: str, expected: int) -> None:
