@@ -111,17 +111,36 @@ def test_shards_stream_to_the_actors_one_at_a_time(tmp_path: Path, local_ray) ->
 
 
 LOCAL_RAY = """
+import time
+from pathlib import Path
 import ray
 from train.distributed import ray_session
+
+def idle_workers():
+    # ray.init returns before the raylet's first-driver prestart, so poll a while: any one seen counts
+    titles = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            titles.append(cmdline.read_bytes())
+        except OSError:
+            pass
+    return sum(title.startswith(b"ray::IDLE") for title in titles)
+
 with ray_session():
     print("OBJECT STORE", int(ray.cluster_resources()["object_store_memory"]))
+    seen = 0
+    for _ in range(20):
+        seen = max(seen, idle_workers())
+        time.sleep(0.5)
+    print("IDLE WORKERS", seen)
 print("STILL UP", ray.is_initialized())
 """
 
 
-def test_a_local_ray_gets_a_small_object_store_and_is_shut_down() -> None:
+def test_a_local_ray_gets_a_small_object_store_no_idle_workers_and_is_shut_down() -> None:
     """Ray would size the object store from the machine's memory and Ray Data would read ahead into it:
-    600 MiB of queued shards OOM-killed a 200,000-item build in a 3 GiB memory cgroup."""
+    600 MiB of queued shards OOM-killed a 200,000-item build in a 3 GiB memory cgroup. It would also start
+    an idle worker per CPU that the build's runtime environment can never use."""
     from train.distributed import LOCAL_OBJECT_STORE_BYTES
 
     environment = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
@@ -129,6 +148,7 @@ def test_a_local_ray_gets_a_small_object_store_and_is_shut_down() -> None:
                             cwd=Path(__file__).resolve().parents[1], env=environment, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"OBJECT STORE {LOCAL_OBJECT_STORE_BYTES}" in result.stdout
+    assert "IDLE WORKERS 0" in result.stdout
     assert "STILL UP False" in result.stdout
 
 

@@ -52,9 +52,14 @@ CPUS_PER_ACTOR = 4
 READ_TASK_CPUS = 0.1
 #: Object store of a Ray this module starts itself. Ray sizes it from the machine's memory (3.4 GiB on
 #: this 24 GiB machine) and Ray Data reads ahead into it: at 200,000 items 30 shards (600 MiB) waited in
-#: it for the one actor, and a 3 GiB memory cgroup OOM-killed the build. A few dozen shards of read-ahead
-#: keep the actors of one machine busy; beyond it Ray spills to disk instead of growing.
-LOCAL_OBJECT_STORE_BYTES = 512 * 2**20
+#: it for the one actor, and a 3 GiB memory cgroup OOM-killed the build. It is shared memory that stays
+#: charged once touched, so it is sized for a dozen shards of read-ahead, enough to keep the actors of
+#: one machine busy; beyond it Ray spills to disk instead of growing.
+LOCAL_OBJECT_STORE_BYTES = 256 * 2**20
+#: Ray settings of a Ray this module starts itself. By default a local Ray starts one idle worker per CPU
+#: for the first driver; they run the default runtime environment, and the build's tasks and
+#: actors need one that ships this project's code, so they would sit idle through the whole build.
+LOCAL_SYSTEM_CONFIG = {"prestart_worker_first_driver": False}
 
 
 def actor_plan(cpus: int, gpus: int, requested: int | None = None) -> tuple[int, int, float]:
@@ -89,7 +94,7 @@ def ray_session(address: str | None = None) -> Iterator[None]:
     else:
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         ray.init(include_dashboard=False, runtime_env=code, log_to_driver=False, configure_logging=False,
-                 object_store_memory=LOCAL_OBJECT_STORE_BYTES)
+                 object_store_memory=LOCAL_OBJECT_STORE_BYTES, _system_config=LOCAL_SYSTEM_CONFIG)
     try:
         yield
     finally:
