@@ -8,6 +8,7 @@ vector shards on disk, and the title head and indexes read those shards memory-m
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import json
 import logging
@@ -119,6 +120,7 @@ def build_bundle(source: str | Path = DEFAULT_DATASET, output: str | Path = "bun
             plot_reconstructions(model, arrays[:8], training, staging / TRAINING_DIR / "reconstructions.png")
             (staging / TRAINING_DIR / "history.json").write_text(json.dumps(history.to_dict(), indent=2))
             del arrays
+            release_freed_memory()
         save_autoencoder(model, staging / FILES["encoder_weights"], staging / FILES["encoder_config"])
         timings["encoder_s"] = time.perf_counter() - started
 
@@ -142,7 +144,7 @@ def build_bundle(source: str | Path = DEFAULT_DATASET, output: str | Path = "bun
             # The actors load their own copies. The driver's (loaded to fail early on a bad model name)
             # would sit idle beside them for the whole stage: 1.1 GB for multilingual-e5-base.
             del title_encoder
-            gc.collect()
+            release_freed_memory()
             batches = embed_on_ray(catalog, staging, text_model_entry, embedding, show_progress_bar)
         else:
             batches = embed_in_process(catalog, thumbnail_encoder, title_encoder, embedding.batch_size,
@@ -306,6 +308,20 @@ def _removed_on_failure(folder: Path) -> Iterator[None]:
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
+
+
+def release_freed_memory() -> None:
+    """Collect garbage, then hand the C heap's free pages back to the system (glibc's ``malloc_trim``).
+
+    Training and model loading leave the heap full of freed but still resident pages that glibc keeps
+    for reuse; a build then holds them through hours of embedding, and on the Ray path beside the
+    actors' own copies of everything. A no-op where the C library is not glibc.
+    """
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def embed_in_process(catalog: Catalog, thumbnail_encoder: ThumbnailEncoder, title_encoder: TitleEncoder,
