@@ -111,24 +111,34 @@ def test_shards_stream_to_the_actors_one_at_a_time(tmp_path: Path, local_ray) ->
 
 
 LOCAL_RAY = """
+import os
 import time
 from pathlib import Path
 import ray
 from train.distributed import ray_session
 
 def idle_workers():
-    # ray.init returns before the raylet's first-driver prestart, so poll a while: any one seen counts
-    titles = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+    # Idle workers of this session's Ray (the raylet is this process's child), not of any other Ray here
+    parents, titles = {}, {}
+    for folder in Path("/proc").glob("[0-9]*"):
         try:
-            titles.append(cmdline.read_bytes())
-        except OSError:
+            parents[int(folder.name)] = int((folder / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            titles[int(folder.name)] = (folder / "cmdline").read_bytes()
+        except (OSError, ValueError, IndexError):
             pass
-    return sum(title.startswith(b"ray::IDLE") for title in titles)
+
+    def ours(pid):
+        while pid > 1:
+            pid = parents.get(pid, 0)
+            if pid == os.getpid():
+                return True
+        return False
+
+    return sum(title.startswith(b"ray::IDLE") and ours(pid) for pid, title in titles.items())
 
 with ray_session():
     print("OBJECT STORE", int(ray.cluster_resources()["object_store_memory"]))
-    seen = 0
+    seen = 0  # ray.init returns before the raylet's first-driver prestart: poll a while, any one seen counts
     for _ in range(20):
         seen = max(seen, idle_workers())
         time.sleep(0.5)
