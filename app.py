@@ -12,6 +12,7 @@ import os
 import sys
 
 from recommender.data.catalog import DEFAULT_DATASET
+from recommender.encoders.query_cache import DEFAULT_QUERY_CACHE_SIZE
 from recommender.serving.startup import (
     ENV_BUNDLE,
     ENV_REVISION,
@@ -43,12 +44,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="training time budget when building at startup (default: %(default)s)")
     parser.add_argument("--pytorch-titles", action="store_true",
                         help="keep title queries on PyTorch: no ONNX export after startup (saves its memory)")
+    parser.add_argument("--query-cache", type=int, default=DEFAULT_QUERY_CACHE_SIZE, metavar="N",
+                        help="keep the vectors of the last N uploaded thumbnails and titles, so that More and "
+                             "paging encode nothing again (default: %(default)s; 0: encode every query)")
     parser.add_argument("--watch", type=float, default=os.environ.get(ENV_WATCH) or "0", metavar="SECONDS",
                         help="check the bundle for a new revision every SECONDS and swap it in without a restart "
                              f"(local folder: its manifest; Hub repo: its latest commit) (default: ${ENV_WATCH}, else off)")
     parser.add_argument("--host", help="address to listen on (default: $GRADIO_SERVER_NAME, else 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port (default: $GRADIO_SERVER_PORT, else 7860)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.query_cache < 0:
+        parser.error(f"--query-cache must be 0 or more, got {args.query_cache}")
+    return args
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -65,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     startup = Startup(plan, text_model=args.text_model,
                       build_options={"training": TrainingConfig(epochs=STARTUP_BUILD_EPOCHS,
                                                                time_budget_s=args.build_seconds)},
-                      onnx_titles=not args.pytorch_titles).start()
+                      onnx_titles=not args.pytorch_titles, query_cache_size=args.query_cache).start()
     if args.watch > 0:
         BundleWatcher(startup, args.watch).start()
     launch(create_app(startup), server_name=args.host, server_port=args.port)

@@ -76,6 +76,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--requests", type=int, default=25, help="throughput: requests per client (default: 25)")
     parser.add_argument("--rounds", type=int, default=5,
                         help="throughput: interleaved rounds against the app and the echo app (default: 5)")
+    parser.add_argument("--query-cache", type=int, default=0, metavar="N",
+                        help="throughput: the app's --query-cache (default: 0, every request encodes; the requests "
+                             "repeat, so with a cache the timed rounds encode nothing)")
     parser.add_argument("--live-add", type=int, default=1000, help="live: videos to add (default: 1000)")
     parser.add_argument("--no-live-rebuild", action="store_true", help="live: do not time a full rebuild beside the add")
     parser.add_argument("--live-swaps", type=int, default=4, help="live: revision swaps under load (default: 4)")
@@ -200,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     if "throughput" in sections:
         from .load_test import suite_section
 
-        suite_section(pair.ours, args.text_model, results, args.callers, args.requests, args.rounds)
+        suite_section(pair.ours, args.text_model, results, args.callers, args.requests, args.rounds,
+                      query_cache=args.query_cache)
     if "index" in sections:
         from . import index_scaling
 

@@ -97,17 +97,23 @@ def wait_until_ready(url: str, process: subprocess.Popen, log, timeout: float) -
     raise TimeoutError(f"{url} was not ready after {timeout:.0f} s")
 
 
-def app_command(bundle: Path, text_model: str | None, port: int) -> list[str]:
-    """``python app.py`` serving ``bundle`` on a loopback ``port``."""
-    command = [sys.executable, "app.py", "--bundle", str(bundle), "--host", "127.0.0.1", "--port", str(port)]
+def app_command(bundle: Path, text_model: str | None, port: int, query_cache: int = 0) -> list[str]:
+    """``python app.py`` serving ``bundle`` on a loopback ``port``.
+
+    ``query_cache``: the app's ``--query-cache``. Benchmarks send the same queries again (warm-up rounds,
+    reference answers), so they turn the cache off unless told: every request then encodes, as a new
+    query would.
+    """
+    command = [sys.executable, "app.py", "--bundle", str(bundle), "--host", "127.0.0.1", "--port", str(port),
+               "--query-cache", str(query_cache)]
     return command + ["--text-model", text_model] if text_model else command
 
 
 @contextmanager
-def serve_app(bundle: Path, text_model: str | None = None) -> Iterator[str]:
+def serve_app(bundle: Path, text_model: str | None = None, query_cache: int = 0) -> Iterator[str]:
     """``python app.py`` on a free loopback port, for as long as the block runs."""
     port = free_port()
-    with running(app_command(bundle, text_model, port), f"http://127.0.0.1:{port}/") as url:
+    with running(app_command(bundle, text_model, port, query_cache), f"http://127.0.0.1:{port}/") as url:
         yield url
 
 
@@ -330,6 +336,8 @@ def add_app_arguments(parser: argparse.ArgumentParser) -> argparse._MutuallyExcl
                         help="where --data builds its bundle, reused by later runs (default: %(default)s)")
     parser.add_argument("--epochs", type=int, default=1, help="training epochs when building from --data")
     parser.add_argument("--limit", type=int, help="use only the first N rows of --data")
+    parser.add_argument("--query-cache", type=int, default=0, metavar="N",
+                        help="the served app's --query-cache (default: 0, every request encodes as a new query would)")
     return source
 
 
@@ -350,7 +358,7 @@ def app_from(args: argparse.Namespace) -> Iterator[str]:
         yield args.url
         return
     bundle = args.bundle or build_bundle_from(args.data, args.text_model, args.work, args.epochs, args.limit)
-    with serve_app(bundle, args.text_model) as url:
+    with serve_app(bundle, args.text_model, args.query_cache) as url:
         yield url
 
 

@@ -228,7 +228,7 @@ def echo_table(result: dict) -> str:
 
 
 def suite_section(bundle: Path, text_model: str | None, results, callers: int, per_caller: int, rounds: int,
-                  k: int = 10) -> dict:
+                  k: int = 10, query_cache: int = 0) -> dict:
     """``python -m benchmarks`` section ``throughput``: the app against the echo app, side by side;
     first, in this process, the server CPU of thumbnail and hybrid queries on each thumbnail backend."""
     from . import thumbnail_backends
@@ -242,13 +242,14 @@ def suite_section(bundle: Path, text_model: str | None, results, callers: int, p
     logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per HTTP request: thousands per round
     app_port, echo_port = free_port(), free_port()
     app_url, echo_url = f"http://127.0.0.1:{app_port}/", f"http://127.0.0.1:{echo_port}/"
-    with started(app_command(bundle, text_model, app_port), app_url) as app, \
+    with started(app_command(bundle, text_model, app_port, query_cache), app_url) as app, \
             started(echo_command(echo_port), echo_url) as echo, tempfile.TemporaryDirectory() as folder:
         requests = plan(sample_queries(app_url, min(callers * per_caller, 100), Path(folder)), callers, per_caller)
         result = against_echo(app_url, echo_url, requests, references_for(app_url, requests, k), k, rounds,
                               {"app": app.pid, "echo": echo.pid})
     print(echo_table(result))
-    note = (f"{callers} concurrent gradio_client callers x {per_caller} mixed requests, median of {rounds} "
+    note = (f"{callers} concurrent gradio_client callers x {per_caller} mixed requests, app --query-cache "
+            f"{query_cache}, median of {rounds} "
             f"interleaved rounds (spread {result['ratio_min']:.3f}-{result['ratio_max']:.3f}); errors "
             f"{result['app_errors']}, differing from sequential {result['differ']}; load average "
             f"{result['load_average']['min']:.1f}-{result['load_average']['max']:.1f}")

@@ -22,6 +22,7 @@ from .data.bundle import (
 from .data.catalog import Catalog
 from .data.images import ImageInput
 from .data.live import BundleParts, describe_revision
+from .encoders.query_cache import QueryVectorCache, image_key
 from .encoders.thumbnails import ThumbnailEncoder
 from .encoders.title_head import TitleHead
 from .encoders.titles import TitleEncoder, clean_title, default_prefix
@@ -85,10 +86,12 @@ class Recommender:
     def __init__(self, catalog: Catalog, thumbnail_encoder: ThumbnailEncoder, title_encoder: TitleEncoder,
                  image_vectors: np.ndarray, text_vectors: np.ndarray, image_index: faiss.Index,
                  text_index: faiss.Index, manifest: dict | None = None, title_head: TitleHead | None = None,
-                 search: SearchConfig | None = None, folder: Path | None = None):
+                 search: SearchConfig | None = None, folder: Path | None = None, query_cache_size: int = 0):
         """Serve these parts (as :meth:`load` reads them from a bundle). ``search`` defaults to the
         manifest's ``search`` section; the indexes are set to search as it says. ``folder``: where the
-        bundle was read from (a Hub snapshot's names the commit of its revision)."""
+        bundle was read from (a Hub snapshot's names the commit of its revision). ``query_cache_size``:
+        uploaded thumbnails and titles whose vectors are kept (:mod:`~recommender.encoders.query_cache`;
+        0, the default, encodes every query, as a benchmark of the encoders needs)."""
         count = len(catalog)
         for name, array in (("image vectors", image_vectors), ("text vectors", text_vectors)):
             if array.shape[0] != count:
@@ -118,6 +121,7 @@ class Recommender:
         self.search = search if search is not None else read_search_config(self.manifest)
         self._metadata = MetadataColumns(catalog.metadata_columns, lambda column: catalog.dataset[column])
         self._copies: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # row -> its near-identical rows (dedupe)
+        self.query_cache = QueryVectorCache(query_cache_size)
         for index in (image_index, text_index):
             apply_search_config(index, self.search)
 
@@ -125,7 +129,7 @@ class Recommender:
     def load(cls, source: str | Path = DEFAULT_BUNDLE_DIR, revision: str | None = None,
              text_model: str | None = None, verify: bool = True,
              search: SearchConfig | Mapping[str, object] | None = None,
-             title_encoder: TitleEncoder | None = None) -> "Recommender":
+             title_encoder: TitleEncoder | None = None, query_cache_size: int = 0) -> "Recommender":
         """Load a bundle from a local folder or a Hub repo id (+ ``revision``).
 
         ``text_model`` overrides the manifest's model (e.g. a local copy for offline use); it
@@ -133,6 +137,7 @@ class Recommender:
         :class:`SearchConfig`, or (a mapping) changes some of its fields, e.g. ``{"hnsw_ef_search": 256}``.
         ``title_encoder``: one already loaded, used if it is the model this load would load (a hot
         swap to a new bundle revision keeps the model, and its ONNX export, instead of loading it again).
+        ``query_cache_size``: see :class:`Recommender`.
         """
         folder = resolve_bundle(source, revision)
         manifest = read_manifest(folder, verify=verify)
@@ -171,7 +176,7 @@ class Recommender:
         text_index = parts.index("text", text_vectors, search_config)
         logger.info("Loaded bundle %s: %d items", folder, catalog.live_count)
         return cls(catalog, thumbnail_encoder, title_encoder, image_vectors, text_vectors, image_index, text_index,
-                   manifest, title_head, search_config, folder)
+                   manifest, title_head, search_config, folder, query_cache_size)
 
     @property
     def default_alpha(self) -> float:
@@ -201,11 +206,19 @@ class Recommender:
         }
 
     def encode_title(self, title: str) -> np.ndarray:
-        return self.title_encoder.encode([clean_title(title)])
+        """The title's query vector (read-only: it may be the cache's)."""
+        cleaned = clean_title(title)
+        return self.query_cache.get(("title", self.title_encoder.backend, cleaned),
+                                    lambda: self.title_encoder.encode([cleaned]))
 
     def encode_image(self, image: ImageInput) -> np.ndarray:
-        features = self.thumbnail_encoder.embed_arrays(self.thumbnail_encoder.prepare(image)[None])
-        return self.image_vectors_for(features)
+        """An upload's image-index vector (read-only: it may be the cache's)."""
+        key, image = image_key(image)
+
+        def encode() -> np.ndarray:
+            return self.image_vectors_for(self.thumbnail_encoder.embed_arrays(self.thumbnail_encoder.prepare(image)[None]))
+
+        return encode() if key is None else self.query_cache.get((*key, self.thumbnail_encoder.backend), encode)
 
     def encode_images(self, images: list[ImageInput]) -> np.ndarray:
         """Many uploads at once, batched: the vectors :meth:`encode_image` gives one by one."""

@@ -43,20 +43,24 @@ def load_image(source: ImageInput, draft: tuple[int, int] | None = None) -> Imag
         image = Image.fromarray(np.ascontiguousarray(array).astype(np.uint8, copy=False))
     else:
         if isinstance(source, (str, Path)):
-            path = Path(source)
-            if not path.is_file():
-                raise InvalidQueryError(f"Image file not found: {path}")
-            if path.stat().st_size > MAX_IMAGE_BYTES:
-                raise InvalidQueryError(
-                    f"Image file is {path.stat().st_size / 2**20:.1f} MiB; the limit is {MAX_IMAGE_BYTES // 2**20} MiB."
-                )
-            data = path.read_bytes()
+            data = read_image_bytes(Path(source))
         elif isinstance(source, (bytes, bytearray)):
             data = bytes(source)
         else:
             raise InvalidQueryError(f"Unsupported image input of type {type(source).__name__}.")
         image = _decode(data, draft)
     return _to_rgb(image)
+
+
+def read_image_bytes(path: Path) -> bytes:
+    """The bytes of an image file, refused unread if it is missing or over :data:`MAX_IMAGE_BYTES`."""
+    if not path.is_file():
+        raise InvalidQueryError(f"Image file not found: {path}")
+    if path.stat().st_size > MAX_IMAGE_BYTES:
+        raise InvalidQueryError(
+            f"Image file is {path.stat().st_size / 2**20:.1f} MiB; the limit is {MAX_IMAGE_BYTES // 2**20} MiB."
+        )
+    return path.read_bytes()
 
 
 def _check_pixels(size: tuple[int, int]) -> None:

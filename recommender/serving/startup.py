@@ -21,6 +21,7 @@ from tqdm.std import tqdm
 
 from ..data.bundle import DEFAULT_BUNDLE_DIR, MANIFEST, read_search_config
 from ..data.catalog import DEFAULT_DATASET
+from ..encoders.query_cache import DEFAULT_QUERY_CACHE_SIZE
 from ..engine import Recommender
 from ..errors import RecommenderError
 from ..search.config import SearchConfig
@@ -123,9 +124,12 @@ class Startup:
     """
 
     def __init__(self, plan: BundlePlan, text_model: str | None = None, build_options: dict | None = None,
-                 onnx_titles: bool = True, onnx_thumbnails: bool = True):
+                 onnx_titles: bool = True, onnx_thumbnails: bool = True,
+                 query_cache_size: int = DEFAULT_QUERY_CACHE_SIZE):
         self.plan = plan
         self.text_model = text_model
+        #: Query vectors each loaded recommender keeps: **More** and paging encode nothing again.
+        self.query_cache_size = query_cache_size
         self.build_options = build_options or {}
         self.onnx_titles = onnx_titles
         self.onnx_thumbnails = onnx_thumbnails
@@ -160,7 +164,7 @@ class Startup:
             self._stage = f"loading bundle {self.plan.source}"
             logger.info("Loading bundle %s", self.plan.describe())
             self._recommender = Recommender.load(self.plan.source, revision=self.plan.revision,
-                                                 text_model=self.text_model)
+                                                 text_model=self.text_model, query_cache_size=self.query_cache_size)
             logger.info("Ready in %.0f s: %s", time.monotonic() - self._started, self._recommender.info())
         except RecommenderError as error:  # a clear message of ours (a bad bundle, the Hub): no traceback
             self._error = str(error)

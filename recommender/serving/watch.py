@@ -138,4 +138,5 @@ class BundleWatcher:
         plan = self.startup.plan
         current = self.startup.get()
         return Recommender.load(plan.source, revision=key if is_repo_id(plan.source) else None,
-                                text_model=self.startup.text_model, title_encoder=current.title_encoder)
+                                text_model=self.startup.text_model, title_encoder=current.title_encoder,
+                                query_cache_size=self.startup.query_cache_size)
