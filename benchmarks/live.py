@@ -119,7 +119,7 @@ def swap_under_load(first: Path, second: Path, text_model: str | None, work: Pat
     served = linked_copy(first, work / "served")
     port = free_port()
     command = [sys.executable, "app.py", "--bundle", str(served), "--host", "127.0.0.1", "--port", str(port),
-               "--watch", str(watch_s)] + (["--text-model", text_model] if text_model else [])
+               "--watch", str(watch_s), "--query-cache", "0"] + (["--text-model", text_model] if text_model else [])
     samples: list[tuple[float, float, str, str | None]] = []  # start, seconds, phase, error
     phase = ["steady"]
     stop = threading.Event()

@@ -80,7 +80,8 @@ def app_startup(bundle: Path, text_model: str | None, timeout: float = 600.0,
     """
     port = free_port()
     url = f"http://127.0.0.1:{port}/"
-    command = [sys.executable, str(ROOT / "app.py"), "--bundle", str(bundle), "--host", "127.0.0.1", "--port", str(port)]
+    command = [sys.executable, str(ROOT / "app.py"), "--bundle", str(bundle), "--host", "127.0.0.1", "--port", str(port),
+               "--query-cache", "0"]  # the probes repeat queries: each must encode, as a new one would
     if text_model:
         command += ["--text-model", text_model]
     started = time.perf_counter()
