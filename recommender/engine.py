@@ -203,6 +203,7 @@ class Recommender:
             "default_alpha": self.default_alpha,
             "search": self.search.to_dict(),
             "source": self.manifest.get("source", {}).get("dataset"),
+            "query_cache": self.query_cache.stats(),
         }
 
     def encode_title(self, title: str) -> np.ndarray:
@@ -213,7 +214,7 @@ class Recommender:
 
     def encode_image(self, image: ImageInput) -> np.ndarray:
         """An upload's image-index vector (read-only: it may be the cache's)."""
-        key, image = image_key(image)
+        key, image = image_key(image) if self.query_cache.size else (None, image)  # no hashing with no cache
 
         def encode() -> np.ndarray:
             return self.image_vectors_for(self.thumbnail_encoder.embed_arrays(self.thumbnail_encoder.prepare(image)[None]))

@@ -135,6 +135,8 @@ def test_paging_an_upload_through_the_api_encodes_it_once(cached: Recommender, t
         _, second = client.predict(image=handle_file(str(thumbnail)), title="", mode="image", k=4, offset=4,
                                    api_name="/recommend")
     assert cached.query_cache.misses == misses + 1
+    assert cached.info()["query_cache"] == {"size": 64, "entries": len(cached.query_cache),
+                                            "hits": cached.query_cache.hits, "misses": misses + 1}
     assert len(first["results"]) == len(second["results"]) == 4
     assert not {r["item_id"] for r in first["results"]} & {r["item_id"] for r in second["results"]}
 
@@ -144,3 +146,14 @@ def test_the_app_option_is_checked() -> None:
     assert app.parse_args([]).query_cache > 0  # the app keeps query vectors unless told not to
     with pytest.raises(SystemExit):
         app.parse_args(["--query-cache", "-3"])
+
+
+def test_with_no_cache_an_upload_is_not_hashed(recommender: Recommender, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The library's default keeps nothing, so keying an upload would be wasted work on every query."""
+    def never(source):
+        raise AssertionError("an upload was keyed with no cache")
+
+    monkeypatch.setattr("recommender.engine.image_key", never)
+    assert recommender.query_cache.size == 0
+    assert len(recommender.recommend(image=RECORDS[2]["image"]["bytes"], mode="image", k=3)) == 3
+    assert recommender.info()["query_cache"] == {"size": 0, "entries": 0, "hits": 0, "misses": 0}

@@ -64,6 +64,10 @@ class QueryVectorCache:
     def __len__(self) -> int:
         return len(self._vectors)
 
+    def stats(self) -> dict[str, int]:
+        """Size, entries, hits and misses: what ``/info`` reports, to size the cache by."""
+        return {"size": self.size, "entries": len(self), "hits": self.hits, "misses": self.misses}
+
 
 def image_key(source: ImageInput) -> tuple[tuple[str, str] | None, ImageInput]:
     """``(cache key, what to decode)`` of an uploaded thumbnail.
